@@ -1,0 +1,206 @@
+//! Configuration from environment variables (and `.env` when present).
+//!
+//! Every variable is listed in `.env.example` with its default. A value that does not
+//! parse fails start-up with a message naming the variable; nothing falls back silently.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+
+use crate::money::Money;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `None`: run the embedded Postgres under `data_dir`.
+    pub database_url: Option<String>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub admin_token: Option<String>,
+    pub credits_per_usd: Decimal,
+    pub payment_provider: String,
+    pub log_format: LogFormat,
+    pub allow_private_webhooks: bool,
+    pub signup_credit: Money,
+    pub signup_credit_expires_days: Option<u32>,
+    pub db_pool_size: u32,
+    pub charge_batching: bool,
+    pub charge_batch_max: usize,
+    pub request_timeout: Duration,
+    pub body_limit_bytes: usize,
+    pub price_book_path: Option<PathBuf>,
+    pub top_up_min: Money,
+    pub top_up_max: Money,
+    pub top_up_whole_dollars: bool,
+    pub top_up_bonus_percent: Decimal,
+    pub top_up_bonus_expires_days: Option<u32>,
+    pub worker_interval: Duration,
+    pub auth_cache_ttl: Duration,
+    pub run_workers: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+impl Config {
+    /// Reads the process environment (after loading `.env`, if any).
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads configuration through `get`, so tests can build one without touching the environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let var = |name: &'static str| get(name).filter(|v| !v.trim().is_empty());
+        Ok(Config {
+            database_url: var("DATABASE_URL"),
+            addr: parse(&var, "TALLY_ADDR", "127.0.0.1:8080")?,
+            data_dir: PathBuf::from(var("TALLY_DATA_DIR").unwrap_or_else(|| "./data".into())),
+            admin_token: match var("TALLY_ADMIN_TOKEN") {
+                Some(t) if t.len() < 16 => {
+                    return Err(ConfigError { var: "TALLY_ADMIN_TOKEN", message: "must be at least 16 characters".into() })
+                }
+                t => t,
+            },
+            credits_per_usd: positive_decimal(&var, "TALLY_CREDITS_PER_USD", "100")?,
+            payment_provider: match var("TALLY_PAYMENT_PROVIDER").as_deref().unwrap_or("mock") {
+                "mock" => "mock".into(),
+                other => {
+                    return Err(ConfigError {
+                        var: "TALLY_PAYMENT_PROVIDER",
+                        message: format!("unknown provider {other:?} (known: mock)"),
+                    })
+                }
+            },
+            log_format: match var("TALLY_LOG_FORMAT").as_deref().unwrap_or("text") {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err(ConfigError { var: "TALLY_LOG_FORMAT", message: "must be text or json".into() }),
+            },
+            allow_private_webhooks: parse(&var, "TALLY_ALLOW_PRIVATE_WEBHOOKS", "false")?,
+            signup_credit: money(&var, "TALLY_SIGNUP_CREDIT", "0")?,
+            signup_credit_expires_days: optional_days(&var, "TALLY_SIGNUP_CREDIT_EXPIRES_DAYS")?,
+            db_pool_size: parse(&var, "TALLY_DB_POOL_SIZE", "16")?,
+            charge_batching: on_off(&var, "TALLY_CHARGE_BATCHING", true)?,
+            charge_batch_max: parse(&var, "TALLY_CHARGE_BATCH_MAX", "256")?,
+            request_timeout: Duration::from_millis(parse(&var, "TALLY_REQUEST_TIMEOUT_MS", "15000")?),
+            body_limit_bytes: parse(&var, "TALLY_BODY_LIMIT_BYTES", "65536")?,
+            price_book_path: var("TALLY_PRICE_BOOK").map(PathBuf::from),
+            top_up_min: money(&var, "TALLY_TOP_UP_MIN", "5")?,
+            top_up_max: money(&var, "TALLY_TOP_UP_MAX", "10000")?,
+            top_up_whole_dollars: parse(&var, "TALLY_TOP_UP_WHOLE_DOLLARS", "true")?,
+            top_up_bonus_percent: decimal(&var, "TALLY_TOP_UP_BONUS_PERCENT", "0")?,
+            top_up_bonus_expires_days: optional_days(&var, "TALLY_TOP_UP_BONUS_EXPIRES_DAYS")?,
+            worker_interval: Duration::from_millis(parse(&var, "TALLY_WORKER_INTERVAL_MS", "1000")?),
+            auth_cache_ttl: Duration::from_millis(parse(&var, "TALLY_AUTH_CACHE_TTL_MS", "5000")?),
+            run_workers: parse(&var, "TALLY_RUN_WORKERS", "true")?,
+        })
+        .and_then(Config::validated)
+    }
+
+    fn validated(self) -> Result<Config, ConfigError> {
+        let err = |var, message: &str| Err(ConfigError { var, message: message.into() });
+        if self.db_pool_size == 0 {
+            return err("TALLY_DB_POOL_SIZE", "must be at least 1");
+        }
+        if self.charge_batch_max == 0 {
+            return err("TALLY_CHARGE_BATCH_MAX", "must be at least 1");
+        }
+        if self.signup_credit.is_negative() {
+            return err("TALLY_SIGNUP_CREDIT", "must not be negative");
+        }
+        if !self.top_up_min.is_positive() || self.top_up_max < self.top_up_min {
+            return err("TALLY_TOP_UP_MAX", "must be at least TALLY_TOP_UP_MIN, which must be positive");
+        }
+        if self.top_up_bonus_percent < Decimal::ZERO || self.top_up_bonus_percent > Decimal::ONE_HUNDRED {
+            return err("TALLY_TOP_UP_BONUS_PERCENT", "must be between 0 and 100");
+        }
+        Ok(self)
+    }
+}
+
+fn parse<T: FromStr>(var: &impl Fn(&'static str) -> Option<String>, name: &'static str, default: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let raw = var(name).unwrap_or_else(|| default.to_string());
+    raw.trim().parse().map_err(|e: T::Err| ConfigError { var: name, message: format!("{raw:?}: {e}") })
+}
+
+fn on_off(var: &impl Fn(&'static str) -> Option<String>, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match var(name).as_deref().map(str::trim) {
+        None => Ok(default),
+        Some("on" | "true" | "1") => Ok(true),
+        Some("off" | "false" | "0") => Ok(false),
+        Some(other) => Err(ConfigError { var: name, message: format!("{other:?}: must be on or off") }),
+    }
+}
+
+fn decimal(var: &impl Fn(&'static str) -> Option<String>, name: &'static str, default: &str) -> Result<Decimal, ConfigError> {
+    parse(var, name, default)
+}
+
+fn positive_decimal(var: &impl Fn(&'static str) -> Option<String>, name: &'static str, default: &str) -> Result<Decimal, ConfigError> {
+    let d = decimal(var, name, default)?;
+    if d <= Decimal::ZERO {
+        return Err(ConfigError { var: name, message: "must be positive".into() });
+    }
+    Ok(d)
+}
+
+fn money(var: &impl Fn(&'static str) -> Option<String>, name: &'static str, default: &str) -> Result<Money, ConfigError> {
+    parse(var, name, default)
+}
+
+fn optional_days(var: &impl Fn(&'static str) -> Option<String>, name: &'static str) -> Result<Option<u32>, ConfigError> {
+    match var(name) {
+        None => Ok(None),
+        Some(_) => parse::<u32>(var, name, "0").map(Some),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: std::collections::HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_sane() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.addr.to_string(), "127.0.0.1:8080");
+        assert!(c.database_url.is_none() && c.admin_token.is_none() && c.charge_batching);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (k, v) in [
+            ("TALLY_ADDR", "nope"),
+            ("TALLY_CREDITS_PER_USD", "0"),
+            ("TALLY_LOG_FORMAT", "xml"),
+            ("TALLY_SIGNUP_CREDIT", "1.0000001"),
+            ("TALLY_CHARGE_BATCHING", "maybe"),
+            ("TALLY_ADMIN_TOKEN", "short"),
+            ("TALLY_PAYMENT_PROVIDER", "stripe"),
+        ] {
+            let e = with(&[(k, v)]).unwrap_err();
+            assert_eq!(e.var, k, "{e}");
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Ops routes: service tokens, adjustments, credit conversions, prices, tenant pricing,
+//! and the ledger check.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use uuid::Uuid;
+
+use super::extract::{ApiJson, ApiPath, JsonResponse};
+use crate::auth::Principal;
+use crate::error::AppResult;
+use crate::idempotency::IdempotencyKey;
+use crate::ledger::check::{self, CheckReport};
+use crate::pricing::{PriceRule, TenantPricing};
+use crate::services::adjustments::{self, AdjustmentRequest, ConversionRequest};
+use crate::services::api_keys::{self, CreateKey, CreatedServiceToken};
+use crate::services::history::TransactionView;
+use crate::services::prices::{self, PriceVersion, TenantPricingView};
+use crate::services::detached;
+use crate::state::AppState;
+
+#[utoipa::path(post, path = "/v1/admin/service-tokens", tag = "admin", request_body = CreateKey,
+    responses((status = 201, body = CreatedServiceToken)))]
+pub async fn create_service_token(State(s): State<AppState>, p: Principal, ApiJson(req): ApiJson<CreateKey>) -> AppResult<Response> {
+    p.require_admin()?;
+    Ok(JsonResponse(StatusCode::CREATED, api_keys::create_service_token(&s.pool, &req.name).await?).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant_id}/adjustments", tag = "admin", request_body = AdjustmentRequest,
+    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    responses((status = 201, body = TransactionView), (status = 422, description = "would take paid below zero")))]
+pub async fn adjust(
+    State(s): State<AppState>,
+    p: Principal,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<AdjustmentRequest>,
+) -> AppResult<Response> {
+    p.require_admin()?;
+    let key = IdempotencyKey::from_headers(&headers)?;
+    Ok(detached(adjustments::adjust(s.pool.clone(), id, key, req, p.actor())).await?.into_response())
+}
+
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant_id}/credit-conversions", tag = "admin", request_body = ConversionRequest,
+    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    responses((status = 201, body = TransactionView)))]
+pub async fn convert(
+    State(s): State<AppState>,
+    p: Principal,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<ConversionRequest>,
+) -> AppResult<Response> {
+    p.require_admin()?;
+    let key = IdempotencyKey::from_headers(&headers)?;
+    let rate = s.config.credits_per_usd;
+    Ok(detached(adjustments::convert(s.pool.clone(), id, key, req, rate, p.actor())).await?.into_response())
+}
+
+#[utoipa::path(get, path = "/v1/admin/ledger/check", tag = "admin", responses((status = 200, body = CheckReport)))]
+pub async fn ledger_check(State(s): State<AppState>, p: Principal) -> AppResult<Response> {
+    p.require_admin()?;
+    let pool = s.pool.clone();
+    let report = detached(async move { Ok(check::run(&pool).await?) }).await?;
+    Ok(JsonResponse(StatusCode::OK, report).into_response())
+}
+
+#[utoipa::path(put, path = "/v1/admin/prices/{model}", tag = "pricing", request_body(content = Object, description = "A price rule"),
+    responses((status = 200, body = PriceVersion)))]
+pub async fn put_price(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath(model): ApiPath<String>,
+    ApiJson(rule): ApiJson<PriceRule>,
+) -> AppResult<Response> {
+    p.require_admin()?;
+    let v = detached(prices::put(s.pool.clone(), s.prices.clone(), model, rule)).await?;
+    Ok(JsonResponse(StatusCode::OK, v).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/admin/tenants/{tenant_id}/pricing", tag = "pricing", responses((status = 200, body = TenantPricingView)))]
+pub async fn get_tenant_pricing(State(s): State<AppState>, p: Principal, ApiPath(id): ApiPath<Uuid>) -> AppResult<Response> {
+    p.require_admin()?;
+    Ok(JsonResponse(StatusCode::OK, prices::get_deal(&s.pool, id).await?).into_response())
+}
+
+#[utoipa::path(put, path = "/v1/admin/tenants/{tenant_id}/pricing", tag = "pricing",
+    request_body(content = Object, description = "discount_percent and per-model deals"),
+    responses((status = 200, body = TenantPricingView)))]
+pub async fn put_tenant_pricing(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(deal): ApiJson<TenantPricing>,
+) -> AppResult<Response> {
+    p.require_admin()?;
+    Ok(JsonResponse(StatusCode::OK, prices::put_deal(&s.pool, &s.prices, id, deal).await?).into_response())
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct PriceBook {
+    pub data: Vec<PriceVersion>,
+}
+
+#[utoipa::path(get, path = "/v1/prices", tag = "pricing", responses((status = 200, body = PriceBook)))]
+pub async fn list_prices(State(s): State<AppState>, _p: Principal) -> AppResult<Response> {
+    Ok(JsonResponse(StatusCode::OK, PriceBook { data: prices::list_latest(&s.pool).await? }).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/prices/{model}/versions", tag = "pricing", responses((status = 200, body = PriceBook)))]
+pub async fn price_versions(State(s): State<AppState>, _p: Principal, ApiPath(model): ApiPath<String>) -> AppResult<Response> {
+    Ok(JsonResponse(StatusCode::OK, PriceBook { data: prices::versions(&s.pool, &model).await? }).into_response())
+}

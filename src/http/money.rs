@@ -1,0 +1,116 @@
+//! Routes generation backends call: estimates, charges, refunds, holds.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use uuid::Uuid;
+
+use super::extract::{ApiJson, ApiPath, JsonResponse};
+use crate::auth::Principal;
+use crate::error::AppResult;
+use crate::idempotency::IdempotencyKey;
+use crate::services::charges::{self, ChargeRequest, ChargeView, HoldRequest};
+use crate::services::estimates::{self, Estimate, EstimateRequest};
+use crate::services::holds::{self, CaptureRequest, HoldView};
+use crate::services::refunds::{self, RefundRequest, RefundView};
+use crate::services::detached;
+use crate::state::AppState;
+
+#[utoipa::path(post, path = "/v1/estimates", tag = "pricing", request_body = EstimateRequest,
+    responses((status = 200, body = Estimate), (status = 400, description = "unknown model or usage field")))]
+pub async fn estimate(State(s): State<AppState>, p: Principal, ApiJson(req): ApiJson<EstimateRequest>) -> AppResult<Response> {
+    if let Some(t) = req.tenant_id {
+        p.scope(t, true)?;
+    }
+    let e = estimates::estimate(&s.pool, &s.prices, s.config.credits_per_usd, req).await?;
+    Ok(JsonResponse(StatusCode::OK, e).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/charges", tag = "charges", request_body = ChargeRequest,
+    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    responses((status = 201, body = ChargeView), (status = 402, description = "insufficient_funds"),
+              (status = 403, description = "tenant suspended")))]
+pub async fn create_charge(
+    State(s): State<AppState>,
+    p: Principal,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<ChargeRequest>,
+) -> AppResult<Response> {
+    p.require_backend()?;
+    let key = IdempotencyKey::from_headers(&headers)?;
+    Ok(charges::charge(&s.0, key, req).await?.into_response())
+}
+
+#[utoipa::path(get, path = "/v1/charges/{charge_id}", tag = "charges", responses((status = 200, body = ChargeView)))]
+pub async fn get_charge(State(s): State<AppState>, p: Principal, ApiPath(id): ApiPath<Uuid>) -> AppResult<Response> {
+    let c = charges::get(&s.pool, s.config.credits_per_usd, id).await?;
+    p.scope(c.tenant_id, true)?;
+    Ok(JsonResponse(StatusCode::OK, c).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/charges/{charge_id}/refunds", tag = "charges", request_body = RefundRequest,
+    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    responses((status = 201, body = RefundView), (status = 422, description = "more than is left to refund")))]
+pub async fn refund_charge(
+    State(s): State<AppState>,
+    p: Principal,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<RefundRequest>,
+) -> AppResult<Response> {
+    let tenant = refunds::tenant_of_charge(&s.pool, id).await?;
+    p.scope(tenant, true)?;
+    p.require_backend()?;
+    let key = IdempotencyKey::from_headers(&headers)?;
+    let (pool, actor) = (s.pool.clone(), p.actor());
+    Ok(detached(refunds::refund(pool, tenant, id, key, req, actor)).await?.into_response())
+}
+
+#[utoipa::path(post, path = "/v1/holds", tag = "holds", request_body = HoldRequest,
+    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    responses((status = 201, body = HoldView), (status = 402, description = "insufficient_funds")))]
+pub async fn create_hold(
+    State(s): State<AppState>,
+    p: Principal,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<HoldRequest>,
+) -> AppResult<Response> {
+    p.require_backend()?;
+    let key = IdempotencyKey::from_headers(&headers)?;
+    Ok(charges::hold(&s.0, key, req).await?.into_response())
+}
+
+#[utoipa::path(get, path = "/v1/holds/{hold_id}", tag = "holds", responses((status = 200, body = HoldView)))]
+pub async fn get_hold(State(s): State<AppState>, p: Principal, ApiPath(id): ApiPath<Uuid>) -> AppResult<Response> {
+    let tenant = holds::tenant_of(&s.pool, id).await?;
+    p.scope(tenant, true)?;
+    Ok(JsonResponse(StatusCode::OK, holds::get(&s.pool, tenant, id).await?).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/holds/{hold_id}/capture", tag = "holds", request_body = CaptureRequest,
+    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    responses((status = 201, body = ChargeView), (status = 409, description = "already resolved"),
+              (status = 422, description = "more than the hold")))]
+pub async fn capture_hold(
+    State(s): State<AppState>,
+    p: Principal,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<CaptureRequest>,
+) -> AppResult<Response> {
+    let tenant = holds::tenant_of(&s.pool, id).await?;
+    p.scope(tenant, true)?;
+    p.require_backend()?;
+    let key = IdempotencyKey::from_headers(&headers)?;
+    Ok(detached(holds::capture(s.0.clone(), tenant, id, key, req)).await?.into_response())
+}
+
+#[utoipa::path(post, path = "/v1/holds/{hold_id}/release", tag = "holds",
+    responses((status = 200, body = HoldView), (status = 409, description = "already resolved")))]
+pub async fn release_hold(State(s): State<AppState>, p: Principal, ApiPath(id): ApiPath<Uuid>) -> AppResult<Response> {
+    let tenant = holds::tenant_of(&s.pool, id).await?;
+    p.scope(tenant, true)?;
+    p.require_backend()?;
+    let view = detached(holds::release(s.pool.clone(), tenant, id, false)).await?;
+    Ok(JsonResponse(StatusCode::OK, view).into_response())
+}

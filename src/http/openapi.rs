@@ -1,0 +1,34 @@
+//! The OpenAPI document served at `/openapi.json`, generated from the handlers.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{admin, money, ops, tenants};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tally", description = "Multi-tenant prepaid billing on a double-entry ledger. Money is a decimal string; errors are RFC 9457 problem details with a stable `code`."),
+    paths(
+        tenants::create_tenant, tenants::list_tenants, tenants::get_tenant, tenants::update_tenant,
+        tenants::get_balance, tenants::get_breakdown, tenants::list_transactions, tenants::get_usage,
+        tenants::create_key, tenants::list_keys, tenants::get_key, tenants::update_key, tenants::delete_key,
+        tenants::verify_key,
+        money::estimate, money::create_charge, money::get_charge, money::refund_charge,
+        money::create_hold, money::get_hold, money::capture_hold, money::release_hold,
+        admin::create_service_token, admin::adjust, admin::convert, admin::ledger_check,
+        admin::put_price, admin::get_tenant_pricing, admin::put_tenant_pricing, admin::list_prices, admin::price_versions,
+        ops::healthz, ops::readyz, ops::metrics,
+    ),
+    modifiers(&Bearer),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}

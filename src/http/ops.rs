@@ -1,0 +1,54 @@
+//! Unauthenticated operations routes: liveness, readiness, metrics.
+
+use std::sync::OnceLock;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+
+use super::extract::JsonResponse;
+use crate::db;
+use crate::error::AppError;
+use crate::state::AppState;
+
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "process up")))]
+pub async fn healthz() -> Response {
+    JsonResponse(StatusCode::OK, json!({ "status": "ok" })).into_response()
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses((status = 200, description = "database reachable, migrations current"), (status = 503, description = "not ready")))]
+pub async fn readyz(State(s): State<AppState>) -> Response {
+    match db::migrations_current(&s.pool).await {
+        Ok(true) => JsonResponse(StatusCode::OK, json!({ "status": "ready" })).into_response(),
+        Ok(false) => AppError::Unavailable("database migrations are not current".into()).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            AppError::Unavailable("the database is unreachable".into()).into_response()
+        }
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once, whatever the number of apps).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            .expect("static buckets")
+            .install_recorder()
+            .expect("one Prometheus recorder per process")
+    })
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain", description = "Prometheus metrics")))]
+pub async fn metrics(State(s): State<AppState>) -> Response {
+    metrics::gauge!("db_pool_connections").set(s.pool.size() as f64);
+    metrics::gauge!("db_pool_idle_connections").set(s.pool.num_idle() as f64);
+    metrics::gauge!("db_pool_max_connections").set(s.config.db_pool_size as f64);
+    let mut r = prometheus().render().into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
+    r
+}

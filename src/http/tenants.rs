@@ -1,0 +1,168 @@
+//! Tenant-scoped routes: tenants, balances, history, usage and API keys.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use uuid::Uuid;
+
+use super::extract::{ApiJson, ApiPath, ApiQuery, JsonResponse};
+use crate::auth::Principal;
+use crate::error::{AppError, AppResult};
+use crate::services::api_keys::{self, ApiKey, CreateKey, CreatedKey, UpdateKey, VerifiedKey};
+use crate::services::balance::{self, Balance, Breakdown, Window};
+use crate::services::history::{self, TransactionFilter, TransactionView, Usage, UsageQuery};
+use crate::services::tenants::{self, CreateTenant, Tenant, UpdateTenant};
+use crate::services::{detached, Page, PageParams};
+use crate::state::AppState;
+
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant,
+    responses((status = 201, body = Tenant), (status = 409, description = "external_ref taken")))]
+pub async fn create_tenant(State(s): State<AppState>, p: Principal, ApiJson(req): ApiJson<CreateTenant>) -> AppResult<Response> {
+    p.require_admin()?;
+    let t = detached(async move { tenants::create(s.pool.clone(), &s.config, req).await }).await?;
+    Ok(JsonResponse(StatusCode::CREATED, t).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(PageParams), responses((status = 200, body = Page<Tenant>)))]
+pub async fn list_tenants(State(s): State<AppState>, p: Principal, ApiQuery(q): ApiQuery<PageParams>) -> AppResult<Response> {
+    p.require_admin()?;
+    Ok(JsonResponse(StatusCode::OK, tenants::list(&s.pool, &q).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}", tag = "tenants", responses((status = 200, body = Tenant)))]
+pub async fn get_tenant(State(s): State<AppState>, p: Principal, ApiPath(id): ApiPath<Uuid>) -> AppResult<Response> {
+    p.scope(id, true)?;
+    Ok(JsonResponse(StatusCode::OK, tenants::get(&s.pool, id).await?).into_response())
+}
+
+#[utoipa::path(patch, path = "/v1/tenants/{tenant_id}", tag = "tenants", request_body = UpdateTenant, responses((status = 200, body = Tenant)))]
+pub async fn update_tenant(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<UpdateTenant>,
+) -> AppResult<Response> {
+    p.require_admin()?;
+    Ok(JsonResponse(StatusCode::OK, tenants::update(&s.pool, id, req).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/balance", tag = "balances", responses((status = 200, body = Balance)))]
+pub async fn get_balance(State(s): State<AppState>, p: Principal, ApiPath(id): ApiPath<Uuid>) -> AppResult<Response> {
+    p.scope(id, true)?;
+    Ok(JsonResponse(StatusCode::OK, balance::get(&s.pool, id).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/balance/breakdown", tag = "balances", params(Window),
+    responses((status = 200, body = Breakdown)))]
+pub async fn get_breakdown(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(w): ApiQuery<Window>,
+) -> AppResult<Response> {
+    p.scope(id, true)?;
+    Ok(JsonResponse(StatusCode::OK, balance::breakdown(&s.pool, id, &w).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/transactions", tag = "history", params(TransactionFilter),
+    responses((status = 200, body = Page<TransactionView>), (status = 200, content_type = "text/csv", description = "With Accept: text/csv")))]
+pub async fn list_transactions(
+    State(s): State<AppState>,
+    p: Principal,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(f): ApiQuery<TransactionFilter>,
+) -> AppResult<Response> {
+    p.scope(id, false)?;
+    let page = history::transactions(&s.pool, id, &f).await?;
+    let wants_csv = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.split(',').any(|m| m.trim().starts_with("text/csv")));
+    if wants_csv {
+        let mut r = history::to_csv(&page.data).into_response();
+        r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/csv; charset=utf-8"));
+        if let Some(c) = page.next_cursor.as_deref().and_then(|c| header::HeaderValue::from_str(c).ok()) {
+            r.headers_mut().insert("x-next-cursor", c);
+        }
+        return Ok(r);
+    }
+    Ok(JsonResponse(StatusCode::OK, page).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/usage", tag = "history", params(UsageQuery), responses((status = 200, body = Usage)))]
+pub async fn get_usage(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<UsageQuery>,
+) -> AppResult<Response> {
+    p.scope(id, false)?;
+    Ok(JsonResponse(StatusCode::OK, history::usage(&s.pool, id, &q).await?).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/api-keys", tag = "api-keys", request_body = CreateKey,
+    responses((status = 201, body = CreatedKey)))]
+pub async fn create_key(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<CreateKey>,
+) -> AppResult<Response> {
+    p.scope(id, false)?;
+    Ok(JsonResponse(StatusCode::CREATED, api_keys::create(&s.pool, id, req).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/api-keys", tag = "api-keys", params(PageParams),
+    responses((status = 200, body = Page<ApiKey>)))]
+pub async fn list_keys(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> AppResult<Response> {
+    p.scope(id, false)?;
+    tenants::get(&s.pool, id).await?;
+    Ok(JsonResponse(StatusCode::OK, api_keys::list(&s.pool, id, &q).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/api-keys/{key_id}", tag = "api-keys", responses((status = 200, body = ApiKey)))]
+pub async fn get_key(State(s): State<AppState>, p: Principal, ApiPath((id, key)): ApiPath<(Uuid, Uuid)>) -> AppResult<Response> {
+    p.scope(id, false)?;
+    Ok(JsonResponse(StatusCode::OK, api_keys::get(&s.pool, id, key).await?).into_response())
+}
+
+#[utoipa::path(patch, path = "/v1/tenants/{tenant_id}/api-keys/{key_id}", tag = "api-keys", request_body = UpdateKey,
+    responses((status = 200, body = ApiKey)))]
+pub async fn update_key(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath((id, key)): ApiPath<(Uuid, Uuid)>,
+    ApiJson(req): ApiJson<UpdateKey>,
+) -> AppResult<Response> {
+    p.scope(id, false)?;
+    Ok(JsonResponse(StatusCode::OK, api_keys::update(&s.pool, &s.auth_cache, id, key, req).await?).into_response())
+}
+
+#[utoipa::path(delete, path = "/v1/tenants/{tenant_id}/api-keys/{key_id}", tag = "api-keys", responses((status = 204)))]
+pub async fn delete_key(State(s): State<AppState>, p: Principal, ApiPath((id, key)): ApiPath<(Uuid, Uuid)>) -> AppResult<Response> {
+    p.scope(id, false)?;
+    api_keys::delete(&s.pool, &s.auth_cache, id, key).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    pub key: String,
+}
+
+#[utoipa::path(post, path = "/v1/api-keys/verify", tag = "api-keys", request_body = VerifyRequest,
+    responses((status = 200, body = VerifiedKey), (status = 401, description = "unknown or deleted key")))]
+pub async fn verify_key(State(s): State<AppState>, p: Principal, ApiJson(req): ApiJson<VerifyRequest>) -> AppResult<Response> {
+    p.require_backend()?;
+    if req.key.is_empty() || req.key.len() > 256 {
+        return Err(AppError::Unauthorized);
+    }
+    Ok(JsonResponse(StatusCode::OK, api_keys::verify(&s.pool, &req.key).await?).into_response())
+}

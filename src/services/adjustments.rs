@@ -1,0 +1,176 @@
+//! Admin adjustments (gifts, referrals, compensations, paid-credit corrections) and
+//! conversions of legacy credits, each idempotent and recorded with the acting credential.
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::history::TransactionView;
+use crate::error::{AppError, AppResult};
+use crate::idempotency::{self, IdempotencyKey, Stored};
+use crate::ledger::{self, Account, Draft, TxnKind};
+use crate::money::Money;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AdjustmentKind {
+    Gift,
+    Referral,
+    Compensation,
+    Adjustment,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustmentRequest {
+    /// Positive for bonus kinds; `adjustment` may be negative (`"-5.00"`).
+    pub amount: Money,
+    pub kind: AdjustmentKind,
+    pub reason: String,
+    /// Bonus kinds only: when the granted lot expires.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConversionRequest {
+    /// Legacy credits, a decimal string.
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "1500")]
+    pub credits: Decimal,
+}
+
+/// The draft for an adjustment, decided under the tenant's lock.
+fn adjustment_draft(req: &AdjustmentRequest, paid: Money, actor: &str, now: DateTime<Utc>) -> AppResult<Draft> {
+    let reason = req.reason.trim();
+    if reason.is_empty() || reason.len() > 1000 {
+        return Err(AppError::invalid("reason is required (1-1000 characters)"));
+    }
+    let reference = json!({ "reason": reason, "actor": actor });
+    let base = |kind| Draft::new(kind, now).description(Some(reason.to_string())).reference(reference.clone()).actor(actor);
+    match req.kind {
+        AdjustmentKind::Adjustment => {
+            if req.expires_at.is_some() {
+                return Err(AppError::invalid("expires_at applies to bonus credit only; paid credit never expires"));
+            }
+            if req.amount.is_zero() {
+                return Err(AppError::invalid("amount must not be zero"));
+            }
+            if req.amount.is_negative() && req.amount.abs() > paid {
+                return Err(AppError::unprocessable(format!(
+                    "a correction of {} would take paid credit ({paid}) below zero",
+                    req.amount
+                )));
+            }
+            Ok(base(TxnKind::Adjustment).entry(Account::Paid, req.amount).entry(Account::Adjustments, -req.amount))
+        }
+        bonus_kind => {
+            if !req.amount.is_positive() {
+                return Err(AppError::invalid("amount must be positive"));
+            }
+            if req.expires_at.is_some_and(|e| e <= now) {
+                return Err(AppError::invalid("expires_at must be in the future"));
+            }
+            let kind = match bonus_kind {
+                AdjustmentKind::Gift => TxnKind::Gift,
+                AdjustmentKind::Referral => TxnKind::Referral,
+                _ => TxnKind::Compensation,
+            };
+            Ok(base(kind).grant_lot(Account::Promotions, kind, req.amount, req.expires_at))
+        }
+    }
+}
+
+pub async fn adjust(
+    pool: PgPool,
+    tenant_id: Uuid,
+    key: IdempotencyKey,
+    req: AdjustmentRequest,
+    actor: String,
+) -> AppResult<Stored> {
+    let fp = idempotency::fingerprint("adjustment", &req);
+    let now = Utc::now();
+    let mut tx = pool.begin().await?;
+    if let Some(replay) = idempotency::begin(&mut tx, tenant_id, &key, &fp).await? {
+        return Ok(replay);
+    }
+    let locked = ledger::lock(&mut tx, tenant_id, now).await?.ok_or(AppError::NotFound)?;
+    let draft = adjustment_draft(&req, locked.funds.paid, &actor, now)?;
+    let posted = ledger::post(&mut tx, &locked, std::slice::from_ref(&draft)).await?;
+    let view = TransactionView::from_draft(&draft, posted[0].total_after);
+    let stored = idempotency::finish_json(&mut tx, tenant_id, &key, &fp, StatusCode::CREATED, &view).await?;
+    tx.commit().await?;
+    Ok(stored)
+}
+
+pub async fn convert(
+    pool: PgPool,
+    tenant_id: Uuid,
+    key: IdempotencyKey,
+    req: ConversionRequest,
+    credits_per_usd: Decimal,
+    actor: String,
+) -> AppResult<Stored> {
+    if req.credits <= Decimal::ZERO {
+        return Err(AppError::invalid("credits must be positive"));
+    }
+    let dollars = req
+        .credits
+        .checked_div(credits_per_usd)
+        .ok_or_else(|| AppError::invalid("credits out of range"))?;
+    // Refused, not rounded: a conversion that does not land on a micro-dollar is an input error.
+    let amount = Money::from_decimal(dollars).map_err(|_| {
+        AppError::invalid(format!("{} credits at {credits_per_usd} per USD is not a whole number of micro-dollars", req.credits))
+    })?;
+    let fp = idempotency::fingerprint("credit_conversion", &req);
+    let now = Utc::now();
+    let mut tx = pool.begin().await?;
+    if let Some(replay) = idempotency::begin(&mut tx, tenant_id, &key, &fp).await? {
+        return Ok(replay);
+    }
+    let locked = ledger::lock(&mut tx, tenant_id, now).await?.ok_or(AppError::NotFound)?;
+    let draft = Draft::new(TxnKind::Conversion, now)
+        .description(Some(format!("Converted {} legacy credits", req.credits.normalize())))
+        .reference(json!({ "credits": req.credits.normalize().to_string(), "credits_per_usd": credits_per_usd.to_string(), "actor": actor }))
+        .actor(&actor)
+        .entry(Account::Paid, amount)
+        .entry(Account::Conversion, -amount);
+    let posted = ledger::post(&mut tx, &locked, std::slice::from_ref(&draft)).await?;
+    let view = TransactionView::from_draft(&draft, posted[0].total_after);
+    let stored = idempotency::finish_json(&mut tx, tenant_id, &key, &fp, StatusCode::CREATED, &view).await?;
+    tx.commit().await?;
+    Ok(stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(amount: &str, kind: AdjustmentKind) -> AdjustmentRequest {
+        AdjustmentRequest { amount: amount.parse().unwrap(), kind, reason: "ticket 42".into(), expires_at: None }
+    }
+
+    #[test]
+    fn negative_correction_never_below_zero() {
+        let paid: Money = "5".parse().unwrap();
+        let now = Utc::now();
+        assert!(adjustment_draft(&req("-5", AdjustmentKind::Adjustment), paid, "admin", now).is_ok());
+        let e = adjustment_draft(&req("-5.000001", AdjustmentKind::Adjustment), paid, "admin", now).unwrap_err();
+        assert_eq!(e.code(), "unprocessable");
+        assert_eq!(adjustment_draft(&req("-1", AdjustmentKind::Gift), paid, "admin", now).unwrap_err().code(), "invalid_request");
+        let mut no_reason = req("1", AdjustmentKind::Gift);
+        no_reason.reason = "  ".into();
+        assert!(adjustment_draft(&no_reason, paid, "admin", now).is_err());
+    }
+
+    #[test]
+    fn gifts_are_new_lots() {
+        let d = adjustment_draft(&req("2.5", AdjustmentKind::Gift), Money::ZERO, "admin", Utc::now()).unwrap();
+        assert_eq!(d.new_lots.len(), 1);
+        assert_eq!(d.tenant_delta(), "2.5".parse().unwrap());
+    }
+}

@@ -1,0 +1,169 @@
+//! Balance reads: what a tenant owns now, and where it came from.
+//!
+//! Reads take no lock: they see the last committed state, so a top-up is visible on the
+//! very next request. Bonus past its expiry is not spendable even before the expiry
+//! worker sweeps it, so it is left out of `bonus` here exactly as the charge path does.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::auto_top_up::{self, AutoTopUpSummary};
+use crate::error::{AppError, AppResult};
+use crate::money::Money;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Balance {
+    pub tenant_id: Uuid,
+    pub currency: String,
+    /// `available + held`: all the tenant owns.
+    pub total: Money,
+    /// `paid + bonus`: what a new charge may use.
+    pub available: Money,
+    pub held: Money,
+    pub paid: Money,
+    pub bonus: Money,
+    /// Unexpired bonus lots with an expiry, soonest first, at most 10.
+    pub expiring: Vec<Expiring>,
+    pub auto_top_up: AutoTopUpSummary,
+    pub as_of: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Expiring {
+    pub amount: Money,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The short form embedded in charge and top-up responses.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct BalanceSummary {
+    pub total: Money,
+    pub available: Money,
+}
+
+pub async fn get(pool: &PgPool, tenant_id: Uuid) -> AppResult<Balance> {
+    let now = Utc::now();
+    let row: Option<(String, Decimal, Decimal, Decimal, Decimal)> = sqlx::query_as(
+        "SELECT b.currency, b.paid, b.bonus, b.held, \
+                COALESCE((SELECT sum(remaining) FROM bonus_lots \
+                          WHERE tenant_id = $1 AND remaining > 0 AND expires_at <= $2), 0) \
+         FROM balances b WHERE b.tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .bind(now)
+    .fetch_optional(pool)
+    .await?;
+    let (currency, paid, bonus, held, expired) = row.ok_or(AppError::NotFound)?;
+    let expiring: Vec<(Decimal, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT remaining, expires_at FROM bonus_lots \
+         WHERE tenant_id = $1 AND remaining > 0 AND expires_at > $2 ORDER BY expires_at, id LIMIT 10",
+    )
+    .bind(tenant_id)
+    .bind(now)
+    .fetch_all(pool)
+    .await?;
+    let (paid, held) = (Money::from_db(paid), Money::from_db(held));
+    let bonus = Money::from_db(bonus - expired);
+    let available = paid.checked_add(bonus).ok_or_else(|| AppError::internal("balance overflow"))?;
+    Ok(Balance {
+        tenant_id,
+        currency,
+        total: available.checked_add(held).ok_or_else(|| AppError::internal("balance overflow"))?,
+        available,
+        held,
+        paid,
+        bonus,
+        expiring: expiring
+            .into_iter()
+            .map(|(a, e)| Expiring { amount: Money::from_db(a), expires_at: e })
+            .collect(),
+        auto_top_up: auto_top_up::summary(pool, tenant_id).await?,
+        as_of: now,
+    })
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct Credited {
+    pub top_up: Money,
+    pub bonus: Money,
+    pub signup: Money,
+    pub gift: Money,
+    pub referral: Money,
+    pub compensation: Money,
+    pub adjustment: Money,
+    pub conversion: Money,
+    pub refund: Money,
+}
+
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct Debited {
+    pub usage: Money,
+    pub expired: Money,
+    pub adjustment: Money,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Breakdown {
+    pub currency: String,
+    pub credited: Credited,
+    pub debited: Debited,
+    /// Credited minus debited over the window (lifetime: the tenant's total).
+    pub total: Money,
+}
+
+/// Sums, per kind of transaction, the money that crossed between the tenant's accounts
+/// and the system side. Holds move money between the tenant's own accounts and so do not
+/// appear until captured (as usage).
+pub async fn breakdown(pool: &PgPool, tenant_id: Uuid, w: &Window) -> AppResult<Breakdown> {
+    let currency: String = sqlx::query_scalar("SELECT currency FROM tenants WHERE id = $1")
+        .bind(tenant_id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let rows: Vec<(String, Decimal, Decimal)> = sqlx::query_as(
+        "WITH flows AS ( \
+           SELECT t.kind, sum(e.amount) AS net FROM ledger_transactions t \
+           JOIN ledger_entries e ON e.tenant_id = t.tenant_id AND e.transaction_id = t.id \
+           WHERE t.tenant_id = $1 AND e.account IN ('paid', 'bonus', 'held') \
+             AND ($2::timestamptz IS NULL OR t.created_at >= $2) AND ($3::timestamptz IS NULL OR t.created_at < $3) \
+           GROUP BY t.id, t.kind) \
+         SELECT kind, COALESCE(sum(net) FILTER (WHERE net > 0), 0), COALESCE(-sum(net) FILTER (WHERE net < 0), 0) \
+         FROM flows GROUP BY kind",
+    )
+    .bind(tenant_id)
+    .bind(w.from)
+    .bind(w.to)
+    .fetch_all(pool)
+    .await?;
+    let (mut c, mut d) = (Credited::default(), Debited::default());
+    let mut total = Decimal::ZERO;
+    for (kind, credit, debit) in rows {
+        total += credit - debit;
+        let (credit, debit) = (Money::from_db(credit), Money::from_db(debit));
+        match kind.as_str() {
+            "top_up" => c.top_up = credit,
+            "bonus" => c.bonus = credit,
+            "signup" => c.signup = credit,
+            "gift" => c.gift = credit,
+            "referral" => c.referral = credit,
+            "compensation" => c.compensation = credit,
+            "conversion" => c.conversion = credit,
+            "refund" => c.refund = credit,
+            "adjustment" => (c.adjustment, d.adjustment) = (credit, debit),
+            "usage" => d.usage = debit,
+            "expiry" => d.expired = debit,
+            _ => {}
+        }
+    }
+    Ok(Breakdown { currency, credited: c, debited: d, total: Money::from_db(total) })
+}

@@ -1,0 +1,260 @@
+//! Charges and holds: the requests generation backends send on every job, their views,
+//! and the entry point that hands them to the group-commit [`Charger`].
+//!
+//! Rules: a charge is priced by the engine (model + usage) or names an amount; it is paid
+//! from bonus lots first (soonest-expiring first), then paid credit; one that does not fit
+//! `available` is refused with 402 and records nothing. A hold moves the amount from
+//! `available` to `held` until it is captured, released or expires.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::balance::BalanceSummary;
+pub use super::charger::Charger;
+use crate::error::{AppError, AppResult};
+use crate::idempotency::{self, IdempotencyKey, Stored};
+use crate::ledger::LotPart;
+use crate::money::Money;
+use crate::pricing::{self, PriceRule};
+use crate::state::App;
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChargeRequest {
+    pub tenant_id: Uuid,
+    /// With `usage`: priced by the price book (and the tenant's deal).
+    pub model: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub usage: Option<Value>,
+    /// Instead of `model` + `usage`: an explicit amount.
+    pub amount: Option<Money>,
+    pub description: Option<String>,
+    pub api_key_id: Option<Uuid>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HoldRequest {
+    pub tenant_id: Uuid,
+    pub amount: Option<Money>,
+    pub model: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub usage: Option<Value>,
+    /// 1 to 604800 (7 days); default 900.
+    pub expires_in_seconds: Option<i64>,
+    pub api_key_id: Option<Uuid>,
+    pub description: Option<String>,
+}
+
+/// How an amount is decided: given, or priced (the deal is applied inside the batch, under
+/// the tenant's lock, so estimate and charge use the same inputs).
+#[derive(Debug, Clone)]
+pub enum Price {
+    Amount(Money),
+    Model { model: String, version: i32, rule: Arc<PriceRule>, usage: Value },
+}
+
+#[derive(Debug, Clone)]
+pub enum SpendKind {
+    Charge { metadata: Option<Value> },
+    Hold { expires_at: DateTime<Utc> },
+}
+
+/// One validated charge or hold, ready for a batch.
+#[derive(Debug, Clone)]
+pub struct Spend {
+    pub tenant_id: Uuid,
+    pub kind: SpendKind,
+    pub price: Price,
+    pub description: Option<String>,
+    pub api_key_id: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Cost {
+    pub amount: Money,
+    pub currency: String,
+    /// The amount in legacy credits (`TALLY_CREDITS_PER_USD`), a decimal string.
+    #[schema(value_type = String)]
+    pub credits: String,
+}
+
+impl Cost {
+    pub fn new(amount: Money, currency: &str, credits_per_usd: Decimal) -> Cost {
+        let credits = (amount.as_decimal() * credits_per_usd).normalize().to_string();
+        Cost { amount, currency: currency.to_string(), credits }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, Clone, Copy, utoipa::ToSchema)]
+pub struct FundedBy {
+    pub bonus: Money,
+    pub paid: Money,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ChargeView {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    /// Always `succeeded`: a refused charge records nothing.
+    pub status: &'static str,
+    pub cost: Cost,
+    pub funded_by: FundedBy,
+    /// The tenant's balance right after this charge.
+    pub balance: BalanceSummary,
+    pub refunded: Money,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price_version: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A charge as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ChargeRow {
+    pub tenant_id: Uuid,
+    pub id: Uuid,
+    pub amount: Decimal,
+    pub funded_bonus: Decimal,
+    pub funded_paid: Decimal,
+    pub lots: Json<Vec<LotPart>>,
+    pub model: Option<String>,
+    pub price_version: Option<i32>,
+    pub description: Option<String>,
+    pub metadata: Option<Value>,
+    pub api_key_id: Option<Uuid>,
+    pub hold_id: Option<Uuid>,
+    pub total_after: Decimal,
+    pub available_after: Decimal,
+    pub created_at: DateTime<Utc>,
+}
+
+impl ChargeRow {
+    pub fn view(self, currency: &str, credits_per_usd: Decimal, refunded: Money) -> ChargeView {
+        ChargeView {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            status: "succeeded",
+            cost: Cost::new(Money::from_db(self.amount), currency, credits_per_usd),
+            funded_by: FundedBy { bonus: Money::from_db(self.funded_bonus), paid: Money::from_db(self.funded_paid) },
+            balance: BalanceSummary {
+                total: Money::from_db(self.total_after),
+                available: Money::from_db(self.available_after),
+            },
+            refunded,
+            model: self.model,
+            price_version: self.price_version,
+            api_key_id: self.api_key_id,
+            hold_id: self.hold_id,
+            description: self.description,
+            metadata: self.metadata,
+            created_at: self.created_at,
+        }
+    }
+}
+
+pub const CHARGE_COLUMNS: &str = "tenant_id, id, amount, funded_bonus, funded_paid, lots, model, price_version, \
+     description, metadata, api_key_id, hold_id, total_after, available_after, created_at";
+
+fn check_description(d: &Option<String>) -> AppResult<()> {
+    if d.as_ref().is_some_and(|d| d.len() > 1000) {
+        return Err(AppError::invalid("description must be at most 1000 characters"));
+    }
+    Ok(())
+}
+
+/// Resolves `model`+`usage` or `amount` into a [`Price`], refusing bad input up front
+/// (unknown model, usage the rule does not know, a zero or negative amount).
+pub fn resolve_price(app: &App, model: Option<String>, usage: Option<Value>, amount: Option<Money>) -> AppResult<Price> {
+    match (model, usage, amount) {
+        (None, None, Some(a)) => {
+            if !a.is_positive() {
+                return Err(AppError::invalid("amount must be positive"));
+            }
+            Ok(Price::Amount(a))
+        }
+        (Some(model), Some(usage), None) => {
+            let (version, rule) = app.prices.latest(&model)?;
+            // List price first: usage errors are the caller's, whatever the tenant's deal.
+            pricing::quote(&model, &rule, None, &usage)?;
+            Ok(Price::Model { model, version, rule, usage })
+        }
+        (Some(_), None, _) => Err(AppError::invalid("`model` needs `usage`")),
+        (None, Some(_), _) => Err(AppError::invalid("`usage` needs `model`")),
+        _ => Err(AppError::invalid("give either `model` and `usage`, or `amount`")),
+    }
+}
+
+pub async fn charge(app: &Arc<App>, key: IdempotencyKey, req: ChargeRequest) -> AppResult<Stored> {
+    check_description(&req.description)?;
+    if let Some(m) = &req.metadata {
+        if !m.is_object() || m.to_string().len() > 4096 {
+            return Err(AppError::invalid("metadata must be a JSON object of at most 4 KiB"));
+        }
+    }
+    let fp = idempotency::fingerprint("charge", &req);
+    let price = resolve_price(app, req.model, req.usage, req.amount)?;
+    let spend = Spend {
+        tenant_id: req.tenant_id,
+        kind: SpendKind::Charge { metadata: req.metadata },
+        price,
+        description: req.description,
+        api_key_id: req.api_key_id,
+    };
+    app.charger.submit(app.clone(), spend, key, fp).await
+}
+
+pub async fn hold(app: &Arc<App>, key: IdempotencyKey, req: HoldRequest) -> AppResult<Stored> {
+    check_description(&req.description)?;
+    let secs = req.expires_in_seconds.unwrap_or(900);
+    if !(1..=604_800).contains(&secs) {
+        return Err(AppError::invalid("expires_in_seconds must be between 1 and 604800"));
+    }
+    let fp = idempotency::fingerprint("hold", &req);
+    let price = resolve_price(app, req.model, req.usage, req.amount)?;
+    let spend = Spend {
+        tenant_id: req.tenant_id,
+        kind: SpendKind::Hold { expires_at: Utc::now() + chrono::Duration::seconds(secs) },
+        price,
+        description: req.description,
+        api_key_id: req.api_key_id,
+    };
+    app.charger.submit(app.clone(), spend, key, fp).await
+}
+
+/// A charge by id; the caller checks the tenant scope on the returned tenant id.
+pub async fn get(pool: &PgPool, credits_per_usd: Decimal, id: Uuid) -> AppResult<ChargeView> {
+    let row: Option<ChargeRow> = sqlx::query_as(&format!("SELECT {CHARGE_COLUMNS} FROM charges WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    let row = row.ok_or(AppError::NotFound)?;
+    let (currency, refunded): (String, Decimal) = sqlx::query_as(
+        "SELECT t.currency, COALESCE((SELECT sum(amount) FROM refunds WHERE tenant_id = $1 AND charge_id = $2), 0) \
+         FROM tenants t WHERE t.id = $1",
+    )
+    .bind(row.tenant_id)
+    .bind(id)
+    .fetch_one(pool)
+    .await?;
+    Ok(row.view(&currency, credits_per_usd, Money::from_db(refunded)))
+}

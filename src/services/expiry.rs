@@ -1,0 +1,72 @@
+//! Expiry of bonus lots and holds, run by the workers in every replica.
+//!
+//! Safe with many replicas: each tenant's work happens under its ledger lock and
+//! re-reads what is due under it, so a lot or hold is expired exactly once.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::holds;
+use crate::error::{AppError, AppResult};
+use crate::ledger::{self, Account, Draft, Entry, TxnKind};
+use crate::money::Money;
+
+/// Expires every due lot of up to `limit` tenants. Returns how many lots expired.
+pub async fn expire_lots(pool: &PgPool, limit: i64) -> AppResult<usize> {
+    let tenants: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT DISTINCT tenant_id FROM bonus_lots WHERE remaining > 0 AND expires_at <= now() LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut n = 0;
+    for tenant in tenants {
+        n += expire_tenant_lots(pool, tenant).await?;
+    }
+    Ok(n)
+}
+
+async fn expire_tenant_lots(pool: &PgPool, tenant: Uuid) -> AppResult<usize> {
+    let now = Utc::now();
+    let mut tx = pool.begin().await?;
+    let locked = ledger::lock(&mut tx, tenant, now).await?.ok_or(AppError::NotFound)?;
+    let due: Vec<(Uuid, Decimal, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT id, remaining, expires_at FROM bonus_lots WHERE tenant_id = $1 AND remaining > 0 AND expires_at <= $2",
+    )
+    .bind(tenant)
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    let drafts: Vec<Draft> = due
+        .iter()
+        .map(|(lot, remaining, expires_at)| {
+            let amount = Money::from_db(*remaining);
+            let mut d = Draft::new(TxnKind::Expiry, now)
+                .description(Some("Bonus credit expired".into()))
+                .reference(json!({ "lot_id": lot, "expires_at": expires_at }))
+                .actor("system");
+            d.entries.push(Entry { account: Account::Bonus, amount: -amount, lot: Some(*lot) });
+            d.entry(Account::Expired, amount)
+        })
+        .collect();
+    ledger::post(&mut tx, &locked, &drafts).await?;
+    tx.commit().await?;
+    Ok(drafts.len())
+}
+
+/// Expires overdue holds (up to `limit`). Returns how many expired.
+pub async fn expire_holds(pool: &PgPool, limit: i64) -> AppResult<usize> {
+    let mut n = 0;
+    for (tenant, hold) in holds::overdue(pool, limit).await? {
+        match holds::release(pool.clone(), tenant, hold, true).await {
+            Ok(_) => n += 1,
+            // Captured or released meanwhile (by a request or another replica).
+            Err(AppError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}

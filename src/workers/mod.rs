@@ -1,0 +1,54 @@
+//! Background workers, run in every replica. They coordinate only through Postgres
+//! (ledger locks, `SKIP LOCKED`, unique indexes), so any number of replicas is safe.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::services::expiry;
+use crate::state::AppState;
+
+/// Runs the periodic work until `stop` turns true; each pass finishes before it stops.
+pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = state.config.worker_interval;
+        let mut last_purge = Instant::now() - Duration::from_secs(3600);
+        loop {
+            tick(&state, &mut last_purge).await;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    })
+}
+
+async fn tick(state: &AppState, last_purge: &mut Instant) {
+    let pool = &state.pool;
+    if let Err(e) = expiry::expire_holds(pool, 200).await {
+        tracing::error!(error = %e, "hold expiry failed");
+    }
+    if let Err(e) = expiry::expire_lots(pool, 200).await {
+        tracing::error!(error = %e, "credit expiry failed");
+    }
+    if let Err(e) = state.prices.reload(pool).await {
+        tracing::error!(error = %e, "price book reload failed");
+    }
+    if last_purge.elapsed() > Duration::from_secs(600) {
+        *last_purge = Instant::now();
+        // Keys are kept 7 days: well past the 24 hours the contract promises.
+        let r = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(SELECT ctid FROM idempotency_keys \
+             WHERE created_at < now() - interval '7 days' LIMIT 10000))",
+        )
+        .execute(pool)
+        .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "idempotency key purge failed");
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Integration tests: the real service over HTTP on a real Postgres. One test binary
+//! keeps link time down.
+mod helpers;
+
+mod adjustments;
+mod bad_input;
+mod charges;
+mod credentials;
+mod holds;
+mod idempotency;
+mod isolation;
+mod ops;
+mod pricing;
+mod refunds;
+mod tenants;
