@@ -302,3 +302,63 @@ impl Resp {
         self.body[field].as_str().unwrap_or_default().to_string()
     }
 }
+
+/// A URL for `db`, for running the real `tally` binary against a test database.
+pub fn database_url(db: &PgConnectOptions) -> String {
+    let name = db.get_database().unwrap_or("postgres");
+    match std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+        Some(u) => {
+            let mut url = url::Url::parse(&u).expect("DATABASE_URL");
+            url.set_path(&format!("/{name}"));
+            url.to_string()
+        }
+        None => {
+            let socket = db.get_socket().expect("embedded clusters listen on a socket");
+            format!("postgres://{}@localhost/{name}?host={}", db.get_username(), socket.display())
+        }
+    }
+}
+
+/// The real service binary, started on `db`; killed (SIGKILL) when dropped.
+pub struct Process {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Process {
+    pub async fn start(db: &PgConnectOptions, extra: &[(&str, &str)]) -> Process {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tally"));
+        cmd.env("DATABASE_URL", database_url(db))
+            .env("TALLY_ADDR", format!("127.0.0.1:{port}"))
+            .env("TALLY_ADMIN_TOKEN", ADMIN)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("the tally binary");
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+                if r.status() == 200 {
+                    return Process { child, base };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("tally did not become ready");
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -4,6 +4,7 @@ mod helpers;
 
 mod adjustments;
 mod bad_input;
+mod batching;
 mod charges;
 mod credentials;
 mod holds;
@@ -12,4 +13,5 @@ mod isolation;
 mod ops;
 mod pricing;
 mod refunds;
+mod restart;
 mod tenants;
