@@ -70,7 +70,10 @@ impl Config {
             data_dir: PathBuf::from(var("TALLY_DATA_DIR").unwrap_or_else(|| "./data".into())),
             admin_token: match var("TALLY_ADMIN_TOKEN") {
                 Some(t) if t.len() < 16 => {
-                    return Err(ConfigError { var: "TALLY_ADMIN_TOKEN", message: "must be at least 16 characters".into() })
+                    return Err(ConfigError {
+                        var: "TALLY_ADMIN_TOKEN",
+                        message: "must be at least 16 characters".into(),
+                    })
                 }
                 t => t,
             },
@@ -131,7 +134,11 @@ impl Config {
     }
 }
 
-fn parse<T: FromStr>(var: &impl Fn(&'static str) -> Option<String>, name: &'static str, default: &str) -> Result<T, ConfigError>
+fn parse<T: FromStr>(
+    var: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
@@ -139,7 +146,11 @@ where
     raw.trim().parse().map_err(|e: T::Err| ConfigError { var: name, message: format!("{raw:?}: {e}") })
 }
 
-fn on_off(var: &impl Fn(&'static str) -> Option<String>, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+fn on_off(
+    var: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+    default: bool,
+) -> Result<bool, ConfigError> {
     match var(name).as_deref().map(str::trim) {
         None => Ok(default),
         Some("on" | "true" | "1") => Ok(true),
@@ -148,11 +159,19 @@ fn on_off(var: &impl Fn(&'static str) -> Option<String>, name: &'static str, def
     }
 }
 
-fn decimal(var: &impl Fn(&'static str) -> Option<String>, name: &'static str, default: &str) -> Result<Decimal, ConfigError> {
+fn decimal(
+    var: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+) -> Result<Decimal, ConfigError> {
     parse(var, name, default)
 }
 
-fn positive_decimal(var: &impl Fn(&'static str) -> Option<String>, name: &'static str, default: &str) -> Result<Decimal, ConfigError> {
+fn positive_decimal(
+    var: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+) -> Result<Decimal, ConfigError> {
     let d = decimal(var, name, default)?;
     if d <= Decimal::ZERO {
         return Err(ConfigError { var: name, message: "must be positive".into() });
@@ -160,11 +179,18 @@ fn positive_decimal(var: &impl Fn(&'static str) -> Option<String>, name: &'stati
     Ok(d)
 }
 
-fn money(var: &impl Fn(&'static str) -> Option<String>, name: &'static str, default: &str) -> Result<Money, ConfigError> {
+fn money(
+    var: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+) -> Result<Money, ConfigError> {
     parse(var, name, default)
 }
 
-fn optional_days(var: &impl Fn(&'static str) -> Option<String>, name: &'static str) -> Result<Option<u32>, ConfigError> {
+fn optional_days(
+    var: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<u32>, ConfigError> {
     match var(name) {
         None => Ok(None),
         Some(_) => parse::<u32>(var, name, "0").map(Some),

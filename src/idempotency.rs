@@ -58,7 +58,12 @@ pub struct Stored {
 
 /// Starts the protected operation inside `conn`'s transaction: `Ok(None)` to go on,
 /// `Ok(Some(stored))` to replay.
-pub async fn begin(conn: &mut PgConnection, tenant: Uuid, key: &IdempotencyKey, fp: &Fingerprint) -> AppResult<Option<Stored>> {
+pub async fn begin(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    key: &IdempotencyKey,
+    fp: &Fingerprint,
+) -> AppResult<Option<Stored>> {
     let (got, found): (bool, Option<(Vec<u8>, i16, Vec<u8>)>) = {
         let row: (bool, Option<Vec<u8>>, Option<i16>, Option<Vec<u8>>) = sqlx::query_as(
             "SELECT pg_try_advisory_xact_lock($3), k.fingerprint, k.status, k.body \
@@ -154,7 +159,11 @@ pub async fn begin_many(
 }
 
 /// [`finish`] for a batch, in one round trip.
-pub async fn finish_many(conn: &mut PgConnection, tenant: Uuid, done: &[(&IdempotencyKey, &Fingerprint, &Stored)]) -> AppResult<()> {
+pub async fn finish_many(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    done: &[(&IdempotencyKey, &Fingerprint, &Stored)],
+) -> AppResult<()> {
     if done.is_empty() {
         return Ok(());
     }

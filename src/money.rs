@@ -109,7 +109,11 @@ impl Money {
         items.into_iter().try_fold(Money::ZERO, Money::checked_add)
     }
     pub fn min(self, other: Money) -> Money {
-        if self <= other { self } else { other }
+        if self <= other {
+            self
+        } else {
+            other
+        }
     }
 }
 

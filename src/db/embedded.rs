@@ -91,9 +91,7 @@ impl EmbeddedPostgres {
         for (k, v) in server_settings(&opts) {
             cmd.arg("-c").arg(format!("{k}={v}"));
         }
-        cmd.stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(io("postgres.log"))?)
-            .stderr(log);
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(io("postgres.log"))?).stderr(log);
         if let Some(u) = &run_as {
             cmd.uid(u.uid).gid(u.gid);
         }

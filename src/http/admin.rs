@@ -14,14 +14,18 @@ use crate::ledger::check::{self, CheckReport};
 use crate::pricing::{PriceRule, TenantPricing};
 use crate::services::adjustments::{self, AdjustmentRequest, ConversionRequest};
 use crate::services::api_keys::{self, CreateKey, CreatedServiceToken};
+use crate::services::detached;
 use crate::services::history::TransactionView;
 use crate::services::prices::{self, PriceVersion, TenantPricingView};
-use crate::services::detached;
 use crate::state::AppState;
 
 #[utoipa::path(post, path = "/v1/admin/service-tokens", tag = "admin", request_body = CreateKey,
     responses((status = 201, body = CreatedServiceToken)))]
-pub async fn create_service_token(State(s): State<AppState>, p: Principal, ApiJson(req): ApiJson<CreateKey>) -> AppResult<Response> {
+pub async fn create_service_token(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiJson(req): ApiJson<CreateKey>,
+) -> AppResult<Response> {
     p.require_admin()?;
     Ok(JsonResponse(StatusCode::CREATED, api_keys::create_service_token(&s.pool, &req.name).await?).into_response())
 }
@@ -79,7 +83,11 @@ pub async fn put_price(
 }
 
 #[utoipa::path(get, path = "/v1/admin/tenants/{tenant_id}/pricing", tag = "pricing", responses((status = 200, body = TenantPricingView)))]
-pub async fn get_tenant_pricing(State(s): State<AppState>, p: Principal, ApiPath(id): ApiPath<Uuid>) -> AppResult<Response> {
+pub async fn get_tenant_pricing(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> AppResult<Response> {
     p.require_admin()?;
     Ok(JsonResponse(StatusCode::OK, prices::get_deal(&s.pool, id).await?).into_response())
 }
@@ -108,6 +116,10 @@ pub async fn list_prices(State(s): State<AppState>, _p: Principal) -> AppResult<
 }
 
 #[utoipa::path(get, path = "/v1/prices/{model}/versions", tag = "pricing", responses((status = 200, body = PriceBook)))]
-pub async fn price_versions(State(s): State<AppState>, _p: Principal, ApiPath(model): ApiPath<String>) -> AppResult<Response> {
+pub async fn price_versions(
+    State(s): State<AppState>,
+    _p: Principal,
+    ApiPath(model): ApiPath<String>,
+) -> AppResult<Response> {
     Ok(JsonResponse(StatusCode::OK, PriceBook { data: prices::versions(&s.pool, &model).await? }).into_response())
 }

@@ -10,15 +10,19 @@ use crate::auth::Principal;
 use crate::error::AppResult;
 use crate::idempotency::IdempotencyKey;
 use crate::services::charges::{self, ChargeRequest, ChargeView, HoldRequest};
+use crate::services::detached;
 use crate::services::estimates::{self, Estimate, EstimateRequest};
 use crate::services::holds::{self, CaptureRequest, HoldView};
 use crate::services::refunds::{self, RefundRequest, RefundView};
-use crate::services::detached;
 use crate::state::AppState;
 
 #[utoipa::path(post, path = "/v1/estimates", tag = "pricing", request_body = EstimateRequest,
     responses((status = 200, body = Estimate), (status = 400, description = "unknown model or usage field")))]
-pub async fn estimate(State(s): State<AppState>, p: Principal, ApiJson(req): ApiJson<EstimateRequest>) -> AppResult<Response> {
+pub async fn estimate(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiJson(req): ApiJson<EstimateRequest>,
+) -> AppResult<Response> {
     if let Some(t) = req.tenant_id {
         p.scope(t, true)?;
     }

@@ -17,14 +17,22 @@ use crate::state::AppState;
 
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant,
     responses((status = 201, body = Tenant), (status = 409, description = "external_ref taken")))]
-pub async fn create_tenant(State(s): State<AppState>, p: Principal, ApiJson(req): ApiJson<CreateTenant>) -> AppResult<Response> {
+pub async fn create_tenant(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiJson(req): ApiJson<CreateTenant>,
+) -> AppResult<Response> {
     p.require_admin()?;
     let t = detached(async move { tenants::create(s.pool.clone(), &s.config, req).await }).await?;
     Ok(JsonResponse(StatusCode::CREATED, t).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(PageParams), responses((status = 200, body = Page<Tenant>)))]
-pub async fn list_tenants(State(s): State<AppState>, p: Principal, ApiQuery(q): ApiQuery<PageParams>) -> AppResult<Response> {
+pub async fn list_tenants(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> AppResult<Response> {
     p.require_admin()?;
     Ok(JsonResponse(StatusCode::OK, tenants::list(&s.pool, &q).await?).into_response())
 }
@@ -127,7 +135,11 @@ pub async fn list_keys(
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant_id}/api-keys/{key_id}", tag = "api-keys", responses((status = 200, body = ApiKey)))]
-pub async fn get_key(State(s): State<AppState>, p: Principal, ApiPath((id, key)): ApiPath<(Uuid, Uuid)>) -> AppResult<Response> {
+pub async fn get_key(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath((id, key)): ApiPath<(Uuid, Uuid)>,
+) -> AppResult<Response> {
     p.scope(id, false)?;
     Ok(JsonResponse(StatusCode::OK, api_keys::get(&s.pool, id, key).await?).into_response())
 }
@@ -145,7 +157,11 @@ pub async fn update_key(
 }
 
 #[utoipa::path(delete, path = "/v1/tenants/{tenant_id}/api-keys/{key_id}", tag = "api-keys", responses((status = 204)))]
-pub async fn delete_key(State(s): State<AppState>, p: Principal, ApiPath((id, key)): ApiPath<(Uuid, Uuid)>) -> AppResult<Response> {
+pub async fn delete_key(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath((id, key)): ApiPath<(Uuid, Uuid)>,
+) -> AppResult<Response> {
     p.scope(id, false)?;
     api_keys::delete(&s.pool, &s.auth_cache, id, key).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -159,7 +175,11 @@ pub struct VerifyRequest {
 
 #[utoipa::path(post, path = "/v1/api-keys/verify", tag = "api-keys", request_body = VerifyRequest,
     responses((status = 200, body = VerifiedKey), (status = 401, description = "unknown or deleted key")))]
-pub async fn verify_key(State(s): State<AppState>, p: Principal, ApiJson(req): ApiJson<VerifyRequest>) -> AppResult<Response> {
+pub async fn verify_key(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiJson(req): ApiJson<VerifyRequest>,
+) -> AppResult<Response> {
     p.require_backend()?;
     if req.key.is_empty() || req.key.len() > 256 {
         return Err(AppError::Unauthorized);

@@ -64,7 +64,8 @@ pub async fn run(pool: &PgPool) -> Result<CheckReport, sqlx::Error> {
         let rows: Vec<String> = sqlx::query_scalar(sql).fetch_all(&mut *tx).await?;
         violations.extend(rows.into_iter().map(|r| format!("{what}: {r}")));
     }
-    let transactions_checked: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_transactions").fetch_one(&mut *tx).await?;
+    let transactions_checked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ledger_transactions").fetch_one(&mut *tx).await?;
     let accounts_checked: i64 = sqlx::query_scalar("SELECT count(*) * 3 FROM balances").fetch_one(&mut *tx).await?;
     tx.commit().await?;
     Ok(CheckReport { ok: violations.is_empty(), transactions_checked, accounts_checked, violations })

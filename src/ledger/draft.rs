@@ -98,7 +98,13 @@ impl Draft {
     }
 
     /// Credits a new bonus lot from `from` (promotions, usually).
-    pub fn grant_lot(mut self, from: Account, source: TxnKind, amount: Money, expires_at: Option<DateTime<Utc>>) -> Draft {
+    pub fn grant_lot(
+        mut self,
+        from: Account,
+        source: TxnKind,
+        amount: Money,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Draft {
         let id = new_id();
         self.new_lots.push(NewLot { id, source, amount, expires_at });
         self.entries.push(Entry { account: Account::Bonus, amount, lot: Some(id) });

@@ -184,11 +184,10 @@ mod tests {
         let mut f = funds("10", &[("5", None), ("2", Some(30)), ("1", Some(1)), ("9", Some(-1))]);
         assert_eq!(f.available(), m("18"), "an expired lot is not spendable");
         let got = f.spend(m("4")).unwrap();
-        assert_eq!(got.lots.iter().map(|p| (p.lot.as_u128(), p.amount)).collect::<Vec<_>>(), vec![
-            (3, m("1")),
-            (2, m("2")),
-            (1, m("1"))
-        ]);
+        assert_eq!(
+            got.lots.iter().map(|p| (p.lot.as_u128(), p.amount)).collect::<Vec<_>>(),
+            vec![(3, m("1")), (2, m("2")), (1, m("1"))]
+        );
         assert_eq!(got.paid, Money::ZERO);
         let got = f.spend(m("6")).unwrap();
         assert_eq!((got.bonus(), got.paid), (m("4"), m("2")));

@@ -28,19 +28,17 @@ pub async fn give_back(
         return Ok((draft, None));
     }
     let ids: Vec<Uuid> = funding.lots.iter().map(|p| p.lot).collect();
-    let expiries: HashMap<Uuid, Option<DateTime<Utc>>> =
-        sqlx::query_as::<_, (Uuid, Option<DateTime<Utc>>)>("SELECT id, expires_at FROM bonus_lots WHERE tenant_id = $1 AND id = ANY($2)")
-            .bind(tenant)
-            .bind(&ids)
-            .fetch_all(conn)
-            .await?
-            .into_iter()
-            .collect();
-    let expired: Vec<_> = funding
-        .lots
-        .iter()
-        .filter(|p| expiries.get(&p.lot).copied().flatten().is_some_and(|e| e <= now))
-        .collect();
+    let expiries: HashMap<Uuid, Option<DateTime<Utc>>> = sqlx::query_as::<_, (Uuid, Option<DateTime<Utc>>)>(
+        "SELECT id, expires_at FROM bonus_lots WHERE tenant_id = $1 AND id = ANY($2)",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .fetch_all(conn)
+    .await?
+    .into_iter()
+    .collect();
+    let expired: Vec<_> =
+        funding.lots.iter().filter(|p| expiries.get(&p.lot).copied().flatten().is_some_and(|e| e <= now)).collect();
     if expired.is_empty() {
         return Ok((draft, None));
     }

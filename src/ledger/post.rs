@@ -142,7 +142,11 @@ async fn insert_new_lots(
     Ok(())
 }
 
-async fn update_lots(conn: &mut PgConnection, tenant: Uuid, lot_delta: &HashMap<Uuid, Decimal>) -> Result<(), LedgerError> {
+async fn update_lots(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    lot_delta: &HashMap<Uuid, Decimal>,
+) -> Result<(), LedgerError> {
     let (ids, deltas): (Vec<Uuid>, Vec<Decimal>) =
         lot_delta.iter().filter(|(_, d)| !d.is_zero()).map(|(k, v)| (*k, *v)).unzip();
     if ids.is_empty() {
@@ -165,7 +169,12 @@ async fn update_lots(conn: &mut PgConnection, tenant: Uuid, lot_delta: &HashMap<
     Ok(())
 }
 
-async fn insert_transactions(conn: &mut PgConnection, tenant: Uuid, drafts: &[Draft], posted: &[Posted]) -> Result<(), LedgerError> {
+async fn insert_transactions(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    drafts: &[Draft],
+    posted: &[Posted],
+) -> Result<(), LedgerError> {
     let n = drafts.len();
     let (mut ids, mut kinds, mut descs, mut refs, mut actors, mut corrects, mut keys, mut totals, mut at) = (
         Vec::with_capacity(n),
@@ -212,8 +221,13 @@ async fn insert_transactions(conn: &mut PgConnection, tenant: Uuid, drafts: &[Dr
 
 async fn insert_entries(conn: &mut PgConnection, tenant: Uuid, drafts: &[Draft]) -> Result<(), LedgerError> {
     let n: usize = drafts.iter().map(|d| d.entries.len()).sum();
-    let (mut txns, mut lines, mut accounts, mut amounts, mut lots) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut txns, mut lines, mut accounts, mut amounts, mut lots) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     for d in drafts {
         for (i, e) in d.entries.iter().enumerate() {
             txns.push(d.id);

@@ -28,32 +28,23 @@ pub fn default_price_book() -> Vec<(String, PriceRule)> {
     BOOK.get_or_init(|| {
         // The file is compiled in and a unit test parses it, so this cannot fail in a
         // build that passed its tests.
-        parse_price_book(DEFAULT_BOOK)
-            .unwrap_or_else(|e| panic!("prices/default.json is invalid: {e}"))
+        parse_price_book(DEFAULT_BOOK).unwrap_or_else(|e| panic!("prices/default.json is invalid: {e}"))
     })
     .clone()
 }
 
 /// Parses and validates a price-book file.
 pub fn parse_price_book(json: &str) -> Result<Vec<(String, PriceRule)>, PricingError> {
-    let file: BookFile =
-        serde_json::from_str(json).map_err(|e| PricingError::InvalidPriceBook {
-            problem: format!("is not valid: {e}"),
-        })?;
+    let file: BookFile = serde_json::from_str(json)
+        .map_err(|e| PricingError::InvalidPriceBook { problem: format!("is not valid: {e}") })?;
     let models = file.models.0;
     if models.is_empty() {
-        return Err(PricingError::InvalidPriceBook {
-            problem: "lists no models".into(),
-        });
+        return Err(PricingError::InvalidPriceBook { problem: "lists no models".into() });
     }
     for (model, rule) in &models {
-        validate_model_name(model).map_err(|e| PricingError::InvalidPriceBook {
-            problem: format!("is not valid: {e}"),
-        })?;
-        rule.validate()
-            .map_err(|e| PricingError::InvalidPriceBook {
-                problem: format!("model `{model}`: {e}"),
-            })?;
+        validate_model_name(model)
+            .map_err(|e| PricingError::InvalidPriceBook { problem: format!("is not valid: {e}") })?;
+        rule.validate().map_err(|e| PricingError::InvalidPriceBook { problem: format!("model `{model}`: {e}") })?;
     }
     Ok(models)
 }
@@ -66,20 +57,14 @@ pub fn validate_model_name(model: &str) -> Result<(), PricingError> {
         "must not be empty"
     } else if model.len() > MAX_MODEL_NAME_LEN {
         "must be at most 128 characters"
-    } else if !model
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._:/@".contains(&b))
-    {
+    } else if !model.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:/@".contains(&b)) {
         "may only contain letters, digits and `-._:/@`"
     } else if model.starts_with('/') || model.ends_with('/') {
         "must not start or end with `/`"
     } else {
         return Ok(());
     };
-    Err(PricingError::InvalidModelName {
-        model: model.into(),
-        problem: problem.into(),
-    })
+    Err(PricingError::InvalidModelName { model: model.into(), problem: problem.into() })
 }
 
 #[derive(Deserialize)]
@@ -103,9 +88,7 @@ impl<'de> Deserialize<'de> for Models {
                 let mut out: Vec<(String, PriceRule)> = Vec::new();
                 while let Some(model) = map.next_key::<String>()? {
                     if out.iter().any(|(m, _)| *m == model) {
-                        return Err(de::Error::custom(format!(
-                            "model `{model}` is listed twice"
-                        )));
+                        return Err(de::Error::custom(format!("model `{model}` is listed twice")));
                     }
                     let rule = map.next_value::<PriceRule>()?;
                     out.push((model, rule));
@@ -138,24 +121,14 @@ mod tests {
                     u.insert("count".into(), json!(2));
                 }
                 Component::ImageFeature { name, .. } => {
-                    u.entry("features")
-                        .or_insert_with(|| json!([]))
-                        .as_array_mut()
-                        .unwrap()
-                        .push(json!(name));
+                    u.entry("features").or_insert_with(|| json!([])).as_array_mut().unwrap().push(json!(name));
                 }
                 Component::ImageSteps { included_steps, .. } => {
                     u.insert("steps".into(), json!(included_steps + 10));
                 }
-                Component::Video {
-                    resolution_multipliers,
-                    ..
-                } => {
+                Component::Video { resolution_multipliers, .. } => {
                     u.insert("seconds".into(), json!("5.5"));
-                    u.insert(
-                        "resolution".into(),
-                        json!(resolution_multipliers.keys().next().unwrap()),
-                    );
+                    u.insert("resolution".into(), json!(resolution_multipliers.keys().next().unwrap()));
                 }
             }
         }
@@ -167,61 +140,27 @@ mod tests {
         let book = parse_price_book(DEFAULT_BOOK).unwrap();
         assert_eq!(book, default_price_book());
         assert!(book.len() >= 9);
-        let kinds: Vec<&str> = book
-            .iter()
-            .flat_map(|(_, r)| r.components.iter().map(Component::kind))
-            .collect();
+        let kinds: Vec<&str> = book.iter().flat_map(|(_, r)| r.components.iter().map(Component::kind)).collect();
         for kind in ["per_unit", "image", "image_feature", "image_steps", "video"] {
-            assert!(
-                kinds.contains(&kind),
-                "default book has no `{kind}` component"
-            );
+            assert!(kinds.contains(&kind), "default book has no `{kind}` component");
         }
         for (model, rule) in &book {
             assert!(!rule.description.is_empty(), "{model} has no description");
             let usage = sample_usage(rule);
             let q = quote(model, rule, None, &usage).unwrap_or_else(|e| panic!("{model}: {e}"));
             assert!(q.amount > Money::ZERO, "{model} quoted zero for {usage}");
-            assert_eq!(
-                q.lines.len(),
-                rule.components.len(),
-                "{model}: every component applies to the sample"
-            );
+            assert_eq!(q.lines.len(), rule.components.len(), "{model}: every component applies to the sample");
         }
     }
 
     #[test]
     fn default_book_has_the_expected_prices() {
         let book = default_price_book();
-        let get = |m: &str| {
-            &book
-                .iter()
-                .find(|(n, _)| n == m)
-                .unwrap_or_else(|| panic!("no {m}"))
-                .1
-        };
+        let get = |m: &str| &book.iter().find(|(n, _)| n == m).unwrap_or_else(|| panic!("no {m}")).1;
         let q = |m: &str, u: Value| quote(m, get(m), None, &u).unwrap().amount.to_string();
-        assert_eq!(
-            q(
-                "gpt-4o-mini",
-                json!({"input_tokens": 1_000_000, "output_tokens": 1_000_000})
-            ),
-            "0.75"
-        );
-        assert_eq!(
-            q(
-                "claude-sonnet",
-                json!({"input_tokens": 1_000_000, "output_tokens": 1_000_000})
-            ),
-            "18.00"
-        );
-        assert_eq!(
-            q(
-                "claude-sonnet",
-                json!({"input_tokens": 1000, "output_tokens": 500})
-            ),
-            "0.0105"
-        );
+        assert_eq!(q("gpt-4o-mini", json!({"input_tokens": 1_000_000, "output_tokens": 1_000_000})), "0.75");
+        assert_eq!(q("claude-sonnet", json!({"input_tokens": 1_000_000, "output_tokens": 1_000_000})), "18.00");
+        assert_eq!(q("claude-sonnet", json!({"input_tokens": 1000, "output_tokens": 500})), "0.0105");
         assert_eq!(
             q(
                 "flux-pro",
@@ -229,22 +168,10 @@ mod tests {
             ),
             "0.142"
         );
-        assert_eq!(
-            q("flux-pro", json!({"width": 2048, "height": 2048})),
-            "0.08"
-        );
-        assert_eq!(
-            q("veo-fast", json!({"seconds": 8, "resolution": "1080p"})),
-            "1.20"
-        );
-        assert_eq!(
-            q("veo-fast", json!({"seconds": 8, "resolution": "480p"})),
-            "0.40"
-        );
-        assert_eq!(
-            q("veo-fast", json!({"seconds": "2.5", "resolution": "4k"})),
-            "0.75"
-        );
+        assert_eq!(q("flux-pro", json!({"width": 2048, "height": 2048})), "0.08");
+        assert_eq!(q("veo-fast", json!({"seconds": 8, "resolution": "1080p"})), "1.20");
+        assert_eq!(q("veo-fast", json!({"seconds": 8, "resolution": "480p"})), "0.40");
+        assert_eq!(q("veo-fast", json!({"seconds": "2.5", "resolution": "4k"})), "0.75");
     }
 
     #[test]
@@ -262,11 +189,7 @@ mod tests {
         let twice = r#"{"models": {
             "a": {"components": [{"type": "per_unit", "name": "c", "field": "c", "unit_price": "1"}]},
             "a": {"components": [{"type": "per_unit", "name": "c", "field": "c", "unit_price": "2"}]}}}"#;
-        assert!(
-            err(twice).contains("model `a` is listed twice"),
-            "{}",
-            err(twice)
-        );
+        assert!(err(twice).contains("model `a` is listed twice"), "{}", err(twice));
         let bad_rule = r#"{"models": {"a": {"components": []}}}"#;
         assert_eq!(
             err(bad_rule),
@@ -281,23 +204,13 @@ mod tests {
         let order = r#"{"models": {
             "z": {"components": [{"type": "per_unit", "name": "c", "field": "c", "unit_price": "1"}]},
             "a": {"components": [{"type": "per_unit", "name": "c", "field": "c", "unit_price": "1"}]}}}"#;
-        let names: Vec<String> = parse_price_book(order)
-            .unwrap()
-            .into_iter()
-            .map(|(m, _)| m)
-            .collect();
+        let names: Vec<String> = parse_price_book(order).unwrap().into_iter().map(|(m, _)| m).collect();
         assert_eq!(names, ["z", "a"]);
     }
 
     #[test]
     fn model_names() {
-        for ok in [
-            "gpt-4o-mini",
-            "claude-3.5-sonnet",
-            "openai/gpt-4o",
-            "model:v2@2024",
-            "a",
-        ] {
+        for ok in ["gpt-4o-mini", "claude-3.5-sonnet", "openai/gpt-4o", "model:v2@2024", "a"] {
             validate_model_name(ok).unwrap();
         }
         for bad in ["", "a b", "/a", "a/", "é", "a\nb", &"x".repeat(129)] {

@@ -61,16 +61,10 @@ const MAX_PERCENT_DECIMALS: u32 = 2;
 
 fn check_percent(field: &str, d: Decimal) -> Result<(), PricingError> {
     if d < Decimal::ZERO || d > Decimal::ONE_HUNDRED {
-        return Err(PricingError::deal(
-            field,
-            "must be a percentage between 0 and 100",
-        ));
+        return Err(PricingError::deal(field, "must be a percentage between 0 and 100"));
     }
     if d.normalize().scale() > MAX_PERCENT_DECIMALS {
-        return Err(PricingError::deal(
-            field,
-            format!("must have at most {MAX_PERCENT_DECIMALS} decimal places"),
-        ));
+        return Err(PricingError::deal(field, format!("must have at most {MAX_PERCENT_DECIMALS} decimal places")));
     }
     Ok(())
 }
@@ -90,25 +84,17 @@ impl ModelDeal {
                 path,
                 "sets both `discount_percent` and `components`; a model deal has one or the other",
             )),
-            (None, None) => Err(PricingError::deal(
-                path,
-                "must set `discount_percent` or `components`",
-            )),
+            (None, None) => Err(PricingError::deal(path, "must set `discount_percent` or `components`")),
             (Some(d), None) => check_percent(&format!("{path}.discount_percent"), *d),
             (None, Some(components)) => {
                 if components.is_empty() {
-                    return Err(PricingError::deal(
-                        format!("{path}.components"),
-                        "must list at least one component",
-                    ));
+                    return Err(PricingError::deal(format!("{path}.components"), "must list at least one component"));
                 }
                 for (i, c) in components.iter().enumerate() {
                     let at = format!("{path}.components[{i}]");
                     // Reuse the rule checks, but report them as deal fields.
                     c.validate_at(&at).map_err(|e| match e {
-                        PricingError::InvalidRule { field, problem } => {
-                            PricingError::InvalidDeal { field, problem }
-                        }
+                        PricingError::InvalidRule { field, problem } => PricingError::InvalidDeal { field, problem },
                         other => other,
                     })?;
                     if components[..i].iter().any(|o| o.name() == c.name()) {
@@ -158,28 +144,19 @@ pub(crate) fn effective<'a>(
 ) -> Result<Effective<'a>, PricingError> {
     let list = || rule.components.iter().collect();
     let Some(deal) = deal else {
-        return Ok(Effective {
-            factor: Decimal::ONE,
-            components: list(),
-        });
+        return Ok(Effective { factor: Decimal::ONE, components: list() });
     };
     let Some(model_deal) = deal.models.get(model) else {
         let factor = match deal.discount_percent {
             Some(d) => factor("discount_percent", d)?,
             None => Decimal::ONE,
         };
-        return Ok(Effective {
-            factor,
-            components: list(),
-        });
+        return Ok(Effective { factor, components: list() });
     };
     let path = format!("models.{model}");
     model_deal.validate_at(&path)?;
     if let Some(d) = model_deal.discount_percent {
-        return Ok(Effective {
-            factor: factor(&format!("{path}.discount_percent"), d)?,
-            components: list(),
-        });
+        return Ok(Effective { factor: factor(&format!("{path}.discount_percent"), d)?, components: list() });
     }
     let overrides = model_deal.components.as_deref().unwrap_or_default();
     for (i, o) in overrides.iter().enumerate() {
@@ -193,12 +170,7 @@ pub(crate) fn effective<'a>(
         if base.kind() != o.kind() {
             return Err(PricingError::deal(
                 format!("{at}.type"),
-                format!(
-                    "is `{}`, but component `{}` of model `{model}` is `{}`",
-                    o.kind(),
-                    o.name(),
-                    base.kind()
-                ),
+                format!("is `{}`, but component `{}` of model `{model}` is `{}`", o.kind(), o.name(), base.kind()),
             ));
         }
         if !base.same_binding(o) {
@@ -211,15 +183,9 @@ pub(crate) fn effective<'a>(
             ));
         }
     }
-    let components = rule
-        .components
-        .iter()
-        .map(|c| overrides.iter().find(|o| o.name() == c.name()).unwrap_or(c))
-        .collect();
-    Ok(Effective {
-        factor: Decimal::ONE,
-        components,
-    })
+    let components =
+        rule.components.iter().map(|c| overrides.iter().find(|o| o.name() == c.name()).unwrap_or(c)).collect();
+    Ok(Effective { factor: Decimal::ONE, components })
 }
 
 #[cfg(test)]
@@ -259,10 +225,7 @@ mod tests {
             json!({"models": {"a": {"discount_percent": "1", "extra": true}}}),
             json!({"models": {"a": {"discount_percent": 25}}}),
         ] {
-            assert!(
-                serde_json::from_value::<TenantPricing>(bad.clone()).is_err(),
-                "{bad} should not parse"
-            );
+            assert!(serde_json::from_value::<TenantPricing>(bad.clone()).is_err(), "{bad} should not parse");
         }
     }
 
@@ -305,16 +268,10 @@ mod tests {
             ),
         ];
         for (v, expected) in cases {
-            assert_eq!(
-                deal(v.clone()).validate().unwrap_err().to_string(),
-                expected,
-                "for {v}"
-            );
+            assert_eq!(deal(v.clone()).validate().unwrap_err().to_string(), expected, "for {v}");
         }
         // The bounds themselves are fine.
-        deal(json!({"discount_percent": "0", "models": {"m": {"discount_percent": "100"}}}))
-            .validate()
-            .unwrap();
+        deal(json!({"discount_percent": "0", "models": {"m": {"discount_percent": "100"}}})).validate().unwrap();
     }
 
     #[test]

@@ -20,11 +20,7 @@ pub(crate) fn parse_strict(s: &str) -> Option<Decimal> {
     let digits = s.strip_prefix('-').unwrap_or(s);
     let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
     let all_digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty()
-        || !all_digits(int)
-        || !all_digits(frac)
-        || (digits.contains('.') && frac.is_empty())
-    {
+    if int.is_empty() || !all_digits(int) || !all_digits(frac) || (digits.contains('.') && frac.is_empty()) {
         return None;
     }
     if int.trim_start_matches('0').len() + frac.len() > MAX_DIGITS || frac.len() > MAX_DIGITS {
@@ -77,9 +73,7 @@ pub(crate) mod opt {
     pub(crate) fn serialize<S: Serializer>(v: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
         v.map(Strict).serialize(s)
     }
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Decimal>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
         Ok(Option::<Strict>::deserialize(d)?.map(|x| x.0))
     }
 }
@@ -87,19 +81,11 @@ pub(crate) mod opt {
 /// `#[serde(with = "dec::map")]` for `BTreeMap<String, Decimal>`.
 pub(crate) mod map {
     use super::*;
-    pub(crate) fn serialize<S: Serializer>(
-        v: &BTreeMap<String, Decimal>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &BTreeMap<String, Decimal>, s: S) -> Result<S::Ok, S::Error> {
         s.collect_map(v.iter().map(|(k, d)| (k, Strict(*d))))
     }
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<String, Decimal>, D::Error> {
-        Ok(BTreeMap::<String, Strict>::deserialize(d)?
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
-            .collect())
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Decimal>, D::Error> {
+        Ok(BTreeMap::<String, Strict>::deserialize(d)?.into_iter().map(|(k, v)| (k, v.0)).collect())
     }
 }
 
@@ -112,10 +98,7 @@ mod tests {
         assert_eq!(parse_strict("0.15"), Some(Decimal::new(15, 2)));
         assert_eq!(parse_strict("0.00000015"), Some(Decimal::new(15, 8)));
         assert_eq!(parse_strict("-1"), Some(Decimal::NEGATIVE_ONE));
-        assert_eq!(
-            parse_strict("0.0000000000000000000000000001"),
-            Some(Decimal::new(1, 28))
-        );
+        assert_eq!(parse_strict("0.0000000000000000000000000001"), Some(Decimal::new(1, 28)));
         for bad in [
             "",
             ".5",
@@ -150,10 +133,7 @@ mod tests {
         let t: T = serde_json::from_str(r#"{"a": "0.60", "c": {"x": "1.5"}}"#).unwrap();
         assert_eq!(t.a, Decimal::new(60, 2));
         assert_eq!(t.b, None);
-        assert_eq!(
-            serde_json::to_string(&t).unwrap(),
-            r#"{"a":"0.60","b":null,"c":{"x":"1.5"}}"#
-        );
+        assert_eq!(serde_json::to_string(&t).unwrap(), r#"{"a":"0.60","b":null,"c":{"x":"1.5"}}"#);
         assert!(serde_json::from_str::<T>(r#"{"a": 0.6}"#).is_err());
         assert!(serde_json::from_str::<T>(r#"{"a": "1e2"}"#).is_err());
         assert!(serde_json::from_str::<T>(r#"{"a": "1", "b": 5}"#).is_err());

@@ -75,20 +75,11 @@ mod tests {
         // 28 decimals times 1 decimal needs 29: rust_decimal would round, we refuse.
         let tiny = d("0.0000000000000000000000000001");
         assert_eq!(mul(tiny, d("0.3")), None);
-        assert!(
-            tiny.checked_mul(d("0.3")).is_some(),
-            "rust_decimal rounds here; that is why this module exists"
-        );
+        assert!(tiny.checked_mul(d("0.3")).is_some(), "rust_decimal rounds here; that is why this module exists");
         // 10^20 + 10^-20 needs 41 significant digits.
-        assert_eq!(
-            add(d("100000000000000000000"), d("0.00000000000000000001")),
-            None
-        );
+        assert_eq!(add(d("100000000000000000000"), d("0.00000000000000000001")), None);
         assert_eq!(mul(Decimal::MAX, d("2")), None);
         // Trailing zeros are dropped when that is what makes a result fit.
-        assert_eq!(
-            mul(d("0.00000000000000000000000002"), d("0.005")),
-            Some(d("0.0000000000000000000000000001"))
-        );
+        assert_eq!(mul(d("0.00000000000000000000000002"), d("0.005")), Some(d("0.0000000000000000000000000001")));
     }
 }

@@ -45,29 +45,18 @@ pub enum PricingError {
     #[error("usage field `{field}` is required by model `{model}`")]
     MissingUsageField { model: String, field: String },
     #[error("usage field `{field}` must be {expected}")]
-    InvalidUsageValue {
-        field: String,
-        expected: &'static str,
-    },
+    InvalidUsageValue { field: String, expected: &'static str },
     #[error("usage field `features` lists `{feature}`, which model `{model}` does not offer")]
     UnknownFeature { model: String, feature: String },
     #[error("usage field `features` lists `{feature}` more than once")]
     DuplicateFeature { feature: String },
     #[error("usage field `resolution` is `{resolution}`, which model `{model}` does not offer (it offers: {offered})")]
-    UnknownResolution {
-        model: String,
-        resolution: String,
-        offered: String,
-    },
+    UnknownResolution { model: String, resolution: String, offered: String },
     #[error(
         "usage fields `width` and `height` make a {megapixels}-megapixel image, \
          larger than the largest size model `{model}` prices ({max_megapixels} megapixels)"
     )]
-    ImageTooLarge {
-        model: String,
-        megapixels: Decimal,
-        max_megapixels: Decimal,
-    },
+    ImageTooLarge { model: String, megapixels: Decimal, max_megapixels: Decimal },
     #[error("price rule field `{field}` {problem}")]
     InvalidRule { field: String, problem: String },
     #[error("tenant pricing field `{field}` {problem}")]
@@ -84,21 +73,12 @@ pub enum PricingError {
 
 impl PricingError {
     pub(crate) fn rule(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        PricingError::InvalidRule {
-            field: field.into(),
-            problem: problem.into(),
-        }
+        PricingError::InvalidRule { field: field.into(), problem: problem.into() }
     }
     pub(crate) fn deal(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        PricingError::InvalidDeal {
-            field: field.into(),
-            problem: problem.into(),
-        }
+        PricingError::InvalidDeal { field: field.into(), problem: problem.into() }
     }
     pub(crate) fn usage(field: impl Into<String>, expected: &'static str) -> Self {
-        PricingError::InvalidUsageValue {
-            field: field.into(),
-            expected,
-        }
+        PricingError::InvalidUsageValue { field: field.into(), expected }
     }
 }

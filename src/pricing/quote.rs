@@ -69,15 +69,11 @@ pub fn quote(
 
     let count = usage.count(COUNT)?.unwrap_or(1);
     let features = usage.string_set(FEATURES)?;
-    if let Some(unknown) = features.iter().find(|f| {
-        !eff.components
-            .iter()
-            .any(|c| matches!(c, Component::ImageFeature { name, .. } if name == *f))
-    }) {
-        return Err(PricingError::UnknownFeature {
-            model: model.into(),
-            feature: (*unknown).into(),
-        });
+    if let Some(unknown) = features
+        .iter()
+        .find(|f| !eff.components.iter().any(|c| matches!(c, Component::ImageFeature { name, .. } if name == *f)))
+    {
+        return Err(PricingError::UnknownFeature { model: model.into(), feature: (*unknown).into() });
     }
 
     let mut lines = Vec::with_capacity(eff.components.len());
@@ -88,18 +84,12 @@ pub fn quote(
     }
     let mut total = Decimal::ZERO;
     for line in &lines {
-        total = exact::add(total, line.amount).ok_or_else(|| PricingError::Overflow {
-            component: line.component.clone(),
-        })?;
+        total = exact::add(total, line.amount)
+            .ok_or_else(|| PricingError::Overflow { component: line.component.clone() })?;
     }
     let total = total.normalize();
-    let amount =
-        Money::round_cost(total).map_err(|_| PricingError::AmountTooLarge { exact: total })?;
-    Ok(Quote {
-        lines,
-        exact: total,
-        amount,
-    })
+    let amount = Money::round_cost(total).map_err(|_| PricingError::AmountTooLarge { exact: total })?;
+    Ok(Quote { lines, exact: total, amount })
 }
 
 fn price_component(
@@ -110,16 +100,9 @@ fn price_component(
     factor: Decimal,
 ) -> Result<Option<CostLine>, PricingError> {
     let name = c.name();
-    let overflow = || PricingError::Overflow {
-        component: name.into(),
-    };
+    let overflow = || PricingError::Overflow { component: name.into() };
     let line = match c {
-        Component::PerUnit {
-            field,
-            unit_price,
-            per,
-            ..
-        } => {
+        Component::PerUnit { field, unit_price, per, .. } => {
             // Required-ness was enforced by `Usage::new`; an absent optional field is 0.
             let quantity = usage.count(field)?.unwrap_or(0);
             let k = per_exponent(*per).ok_or_else(overflow)?;
@@ -130,16 +113,12 @@ fn price_component(
             let width = usage.dimension(WIDTH)?;
             let height = usage.dimension(HEIGHT)?;
             // Both are at most 10^6, so the product fits a u64 and the shift is exact.
-            let megapixels =
-                exact::shift_down(Decimal::from(width * height), 6).ok_or_else(overflow)?;
+            let megapixels = exact::shift_down(Decimal::from(width * height), 6).ok_or_else(overflow)?;
             let Some(tier) = tiers.iter().find(|t| megapixels <= t.up_to_megapixels) else {
                 return Err(PricingError::ImageTooLarge {
                     model: usage.model().into(),
                     megapixels: megapixels.normalize(),
-                    max_megapixels: tiers
-                        .last()
-                        .map(|t| t.up_to_megapixels.normalize())
-                        .unwrap_or_default(),
+                    max_megapixels: tiers.last().map(|t| t.up_to_megapixels.normalize()).unwrap_or_default(),
                 });
             };
             line(name, Decimal::from(count), tier.unit_price, factor)?
@@ -150,35 +129,22 @@ fn price_component(
             }
             line(name, Decimal::from(count), *unit_price, factor)?
         }
-        Component::ImageSteps {
-            included_steps,
-            unit_price,
-            ..
-        } => {
+        Component::ImageSteps { included_steps, unit_price, .. } => {
             let extra = match usage.count(STEPS)? {
                 Some(steps) if steps > *included_steps => steps - included_steps,
                 _ => return Ok(None),
             };
-            let quantity =
-                exact::mul(Decimal::from(extra), Decimal::from(count)).ok_or_else(overflow)?;
+            let quantity = exact::mul(Decimal::from(extra), Decimal::from(count)).ok_or_else(overflow)?;
             line(name, quantity, *unit_price, factor)?
         }
-        Component::Video {
-            unit_price,
-            resolution_multipliers,
-            ..
-        } => {
+        Component::Video { unit_price, resolution_multipliers, .. } => {
             let seconds = usage.seconds(SECONDS)?;
             let resolution = usage.string(RESOLUTION)?;
             let Some(multiplier) = resolution_multipliers.get(resolution) else {
                 return Err(PricingError::UnknownResolution {
                     model: usage.model().into(),
                     resolution: resolution.into(),
-                    offered: resolution_multipliers
-                        .keys()
-                        .map(String::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    offered: resolution_multipliers.keys().map(String::as_str).collect::<Vec<_>>().join(", "),
                 });
             };
             let unit = exact::mul(*unit_price, *multiplier).ok_or_else(overflow)?;
@@ -194,22 +160,11 @@ fn line(
     list_unit_price: Decimal,
     factor: Decimal,
 ) -> Result<CostLine, PricingError> {
-    let overflow = || PricingError::Overflow {
-        component: component.into(),
-    };
+    let overflow = || PricingError::Overflow { component: component.into() };
     // Normalised so `0.60 × 0.9` reads `0.54`, not `0.540`, and `-0` never shows.
-    let unit_price = exact::mul(list_unit_price, factor)
-        .ok_or_else(overflow)?
-        .normalize();
-    let amount = exact::mul(quantity, unit_price)
-        .ok_or_else(overflow)?
-        .normalize();
-    Ok(CostLine {
-        component: component.into(),
-        quantity: quantity.normalize(),
-        unit_price,
-        amount,
-    })
+    let unit_price = exact::mul(list_unit_price, factor).ok_or_else(overflow)?.normalize();
+    let amount = exact::mul(quantity, unit_price).ok_or_else(overflow)?.normalize();
+    Ok(CostLine { component: component.into(), quantity: quantity.normalize(), unit_price, amount })
 }
 
 #[cfg(test)]
@@ -268,12 +223,7 @@ mod tests {
         quote("m", r, None, &usage).unwrap_err().to_string()
     }
     fn cl(component: &str, quantity: &str, unit_price: &str, amount: &str) -> CostLine {
-        CostLine {
-            component: component.into(),
-            quantity: d(quantity),
-            unit_price: d(unit_price),
-            amount: d(amount),
-        }
+        CostLine { component: component.into(), quantity: d(quantity), unit_price: d(unit_price), amount: d(amount) }
     }
 
     #[test]
@@ -310,10 +260,7 @@ mod tests {
 
     #[test]
     fn images_are_priced_by_tier_count_features_and_steps() {
-        let got = q(
-            &flux(),
-            json!({"width": 1024, "height": 1024, "count": 2, "features": ["upscale"], "steps": 40}),
-        );
+        let got = q(&flux(), json!({"width": 1024, "height": 1024, "count": 2, "features": ["upscale"], "steps": 40}));
         // 1.048576 MP → first tier; 12 extra steps on each of 2 images.
         assert_eq!(
             got.lines,
@@ -329,10 +276,7 @@ mod tests {
         // Defaults: one image, no features, included steps cost nothing extra.
         let got = q(&flux(), json!({"width": 512, "height": 512, "steps": 28}));
         assert_eq!(got.lines, vec![cl("image", "1", "0.04", "0.04")]);
-        let got = q(
-            &flux(),
-            json!({"width": 1920, "height": 1080, "features": ["hd", "upscale"], "steps": 29}),
-        );
+        let got = q(&flux(), json!({"width": 1920, "height": 1080, "features": ["hd", "upscale"], "steps": 29}));
         assert_eq!(
             got.lines,
             vec![
@@ -344,18 +288,14 @@ mod tests {
         );
         assert_eq!(got.amount, m("0.0905"));
         // Zero images cost nothing, features included.
-        let got = q(
-            &flux(),
-            json!({"width": 1024, "height": 1024, "count": 0, "features": ["hd"], "steps": 50}),
-        );
+        let got = q(&flux(), json!({"width": 1024, "height": 1024, "count": 0, "features": ["hd"], "steps": 50}));
         assert_eq!(got.exact, Decimal::ZERO);
         assert_eq!(got.amount, Money::ZERO);
     }
 
     #[test]
     fn tier_boundaries_are_inclusive() {
-        let price =
-            |w: u64, h: u64| q(&flux(), json!({"width": w, "height": h})).lines[0].unit_price;
+        let price = |w: u64, h: u64| q(&flux(), json!({"width": w, "height": h})).lines[0].unit_price;
         assert_eq!(price(1, 1), d("0.04"));
         assert_eq!(price(1050, 1000), d("0.04")); // exactly 1.05 MP
         assert_eq!(price(1051, 1000), d("0.06")); // 1.051 MP
@@ -378,10 +318,7 @@ mod tests {
         let got = q(&video(), json!({"seconds": "0.333", "resolution": "480p"}));
         assert_eq!(got.exact, d("0.01665"));
         assert_eq!(got.amount, m("0.01665"));
-        let got = q(
-            &video(),
-            json!({"seconds": "12.345", "resolution": "1080p"}),
-        );
+        let got = q(&video(), json!({"seconds": "12.345", "resolution": "1080p"}));
         assert_eq!(got.exact, d("1.85175"));
         assert_eq!(got.amount, m("1.85175"));
     }
@@ -399,16 +336,11 @@ mod tests {
         assert_eq!(got.amount, m("0.000001"));
         // Half a micro-dollar rounds up; just under does not.
         assert_eq!(
-            q(
-                &text(),
-                json!({"input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0})
-            )
-            .amount,
+            q(&text(), json!({"input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0})).amount,
             Money::ZERO
         );
-        let r = rule(
-            json!({"components": [{"type": "per_unit", "name": "a", "field": "a", "unit_price": "0.0000005"}]}),
-        );
+        let r =
+            rule(json!({"components": [{"type": "per_unit", "name": "a", "field": "a", "unit_price": "0.0000005"}]}));
         assert_eq!(q(&r, json!({"a": 1})).amount, m("0.000001"));
         let r = rule(
             json!({"components": [{"type": "per_unit", "name": "a", "field": "a", "unit_price": "0.00000049999"}]}),
@@ -421,10 +353,7 @@ mod tests {
     fn zero_usage_costs_zero() {
         let got = q(&text(), json!({"input_tokens": 0, "output_tokens": 0}));
         assert_eq!(got.lines.len(), 3);
-        assert!(got
-            .lines
-            .iter()
-            .all(|l| l.amount.is_zero() && l.quantity.is_zero()));
+        assert!(got.lines.iter().all(|l| l.amount.is_zero() && l.quantity.is_zero()));
         assert_eq!(got.exact, Decimal::ZERO);
         assert_eq!(got.amount, Money::ZERO);
     }
@@ -432,13 +361,7 @@ mod tests {
     #[test]
     fn tenant_wide_discount_applies_to_every_unit_price() {
         let t = deal(json!({"discount_percent": "10"}));
-        let got = quote(
-            "m",
-            &text(),
-            Some(&t),
-            &json!({"input_tokens": 1000, "output_tokens": 1000}),
-        )
-        .unwrap();
+        let got = quote("m", &text(), Some(&t), &json!({"input_tokens": 1000, "output_tokens": 1000})).unwrap();
         assert_eq!(
             got.lines,
             vec![
@@ -448,50 +371,19 @@ mod tests {
             ]
         );
         assert_eq!(got.exact, d("0.000675"));
-        let got = quote(
-            "m",
-            &flux(),
-            Some(&t),
-            &json!({"width": 1024, "height": 1024, "features": ["hd"]}),
-        )
-        .unwrap();
-        assert_eq!(
-            got.lines,
-            vec![
-                cl("image", "1", "0.036", "0.036"),
-                cl("hd", "1", "0.009", "0.009")
-            ]
-        );
-        let got = quote(
-            "m",
-            &video(),
-            Some(&t),
-            &json!({"seconds": 10, "resolution": "1080p"}),
-        )
-        .unwrap();
+        let got = quote("m", &flux(), Some(&t), &json!({"width": 1024, "height": 1024, "features": ["hd"]})).unwrap();
+        assert_eq!(got.lines, vec![cl("image", "1", "0.036", "0.036"), cl("hd", "1", "0.009", "0.009")]);
+        let got = quote("m", &video(), Some(&t), &json!({"seconds": 10, "resolution": "1080p"})).unwrap();
         assert_eq!(got.lines, vec![cl("video_seconds", "10", "0.135", "1.35")]);
         // 100% off is free; an empty deal is list price.
         let free = deal(json!({"discount_percent": "100"}));
         assert_eq!(
-            quote(
-                "m",
-                &video(),
-                Some(&free),
-                &json!({"seconds": 10, "resolution": "4k"})
-            )
-            .unwrap()
-            .amount,
+            quote("m", &video(), Some(&free), &json!({"seconds": 10, "resolution": "4k"})).unwrap().amount,
             Money::ZERO
         );
         let empty = TenantPricing::default();
         assert_eq!(
-            quote(
-                "m",
-                &video(),
-                Some(&empty),
-                &json!({"seconds": 10, "resolution": "4k"})
-            )
-            .unwrap(),
+            quote("m", &video(), Some(&empty), &json!({"seconds": 10, "resolution": "4k"})).unwrap(),
             q(&video(), json!({"seconds": 10, "resolution": "4k"}))
         );
     }
@@ -501,57 +393,25 @@ mod tests {
         let t = deal(
             json!({"discount_percent": "10", "models": {"m": {"discount_percent": "25"}, "other": {"discount_percent": "50"}}}),
         );
-        let got = quote(
-            "m",
-            &video(),
-            Some(&t),
-            &json!({"seconds": 4, "resolution": "720p"}),
-        )
-        .unwrap();
+        let got = quote("m", &video(), Some(&t), &json!({"seconds": 4, "resolution": "720p"})).unwrap();
         assert_eq!(got.lines, vec![cl("video_seconds", "4", "0.075", "0.3")]);
         // A model the deal does not list gets the tenant-wide discount.
-        let got = quote(
-            "unlisted",
-            &video(),
-            Some(&t),
-            &json!({"seconds": 4, "resolution": "720p"}),
-        )
-        .unwrap();
+        let got = quote("unlisted", &video(), Some(&t), &json!({"seconds": 4, "resolution": "720p"})).unwrap();
         assert_eq!(got.lines, vec![cl("video_seconds", "4", "0.09", "0.36")]);
         // A model discount without a tenant-wide one.
         let t = deal(json!({"models": {"m": {"discount_percent": "12.5"}}}));
-        let got = quote(
-            "m",
-            &text(),
-            Some(&t),
-            &json!({"input_tokens": 1_000_000, "output_tokens": 0}),
-        )
-        .unwrap();
+        let got = quote("m", &text(), Some(&t), &json!({"input_tokens": 1_000_000, "output_tokens": 0})).unwrap();
         assert_eq!(got.exact, d("0.13125"));
         assert_eq!(got.amount, m("0.13125"));
-        let got = quote(
-            "n",
-            &text(),
-            Some(&t),
-            &json!({"input_tokens": 1_000_000, "output_tokens": 0}),
-        )
-        .unwrap();
+        let got = quote("n", &text(), Some(&t), &json!({"input_tokens": 1_000_000, "output_tokens": 0})).unwrap();
         assert_eq!(got.exact, d("0.15"));
     }
 
     #[test]
     fn component_override_replaces_prices_and_disables_discounts() {
-        let t = deal(
-            json!({"discount_percent": "10", "models": {"m": {"components": [
-            {"type": "per_unit", "name": "input_tokens", "field": "input_tokens", "unit_price": "0.10", "per": 1000000}]}}}),
-        );
-        let got = quote(
-            "m",
-            &text(),
-            Some(&t),
-            &json!({"input_tokens": 1000, "output_tokens": 1000}),
-        )
-        .unwrap();
+        let t = deal(json!({"discount_percent": "10", "models": {"m": {"components": [
+            {"type": "per_unit", "name": "input_tokens", "field": "input_tokens", "unit_price": "0.10", "per": 1000000}]}}}));
+        let got = quote("m", &text(), Some(&t), &json!({"input_tokens": 1000, "output_tokens": 1000})).unwrap();
         assert_eq!(
             got.lines,
             vec![
@@ -604,39 +464,20 @@ mod tests {
         ];
         for (components, expected) in cases {
             let t: TenantPricing =
-                serde_json::from_value(json!({"models": {"m": {"components": components}}}))
-                    .unwrap();
+                serde_json::from_value(json!({"models": {"m": {"components": components}}})).unwrap();
             t.validate().unwrap();
-            let e = quote(
-                "m",
-                &text(),
-                Some(&t),
-                &json!({"input_tokens": 1, "output_tokens": 1}),
-            )
-            .unwrap_err();
+            let e = quote("m", &text(), Some(&t), &json!({"input_tokens": 1, "output_tokens": 1})).unwrap_err();
             assert_eq!(e.to_string(), expected);
         }
         // An invalid deal is refused at quote time too, not silently ignored.
         let t: TenantPricing = serde_json::from_value(json!({"models": {"m": {}}})).unwrap();
         assert!(matches!(
-            quote(
-                "m",
-                &text(),
-                Some(&t),
-                &json!({"input_tokens": 1, "output_tokens": 1})
-            ),
+            quote("m", &text(), Some(&t), &json!({"input_tokens": 1, "output_tokens": 1})),
             Err(PricingError::InvalidDeal { .. })
         ));
         let t: TenantPricing = serde_json::from_value(json!({"discount_percent": "150"})).unwrap();
         assert_eq!(
-            quote(
-                "m",
-                &text(),
-                Some(&t),
-                &json!({"input_tokens": 1, "output_tokens": 1})
-            )
-            .unwrap_err()
-            .to_string(),
+            quote("m", &text(), Some(&t), &json!({"input_tokens": 1, "output_tokens": 1})).unwrap_err().to_string(),
             "tenant pricing field `discount_percent` must be a percentage between 0 and 100"
         );
     }
@@ -702,9 +543,7 @@ mod tests {
             {"type": "per_unit", "name": "c", "field": "c", "unit_price": "0.12345678901"}]}));
         let e = quote("m", &r, None, &json!({"a": u64::MAX, "b": 0, "c": 0})).unwrap_err();
         assert!(matches!(e, PricingError::AmountTooLarge { .. }), "{e:?}");
-        assert!(e
-            .to_string()
-            .starts_with("the cost 18446744073709551615000000 is larger than"));
+        assert!(e.to_string().starts_with("the cost 18446744073709551615000000 is larger than"));
         // The finest prices and discounts a rule and deal may hold still quote exactly,
         // up to the largest chargeable amounts...
         let t = deal(json!({"discount_percent": "12.34"}));
@@ -714,13 +553,7 @@ mod tests {
         let got = quote("m", &r, Some(&t), &usage).unwrap();
         assert_eq!(got.exact, d("865786535969.436222221307528"));
         assert_eq!(got.amount, m("865786535969.436222"));
-        let got = quote(
-            "m",
-            &video(),
-            Some(&t),
-            &json!({"seconds": "0.001", "resolution": "1080p"}),
-        )
-        .unwrap();
+        let got = quote("m", &video(), Some(&t), &json!({"seconds": "0.001", "resolution": "1080p"})).unwrap();
         assert_eq!(got.exact, d("0.00013149"));
         // ...and only an absurd quantity can exceed what a Decimal holds exactly.
         let e = quote("m", &r, Some(&t), &json!({"a": 0, "b": 0, "c": u64::MAX})).unwrap_err();
@@ -729,50 +562,20 @@ mod tests {
             "the cost of component `c` cannot be computed exactly: its numbers are too large or have too many decimals"
         );
         let f = flux();
-        let e = quote(
-            "m",
-            &f,
-            None,
-            &json!({"width": 1, "height": 1, "count": u64::MAX, "steps": u64::MAX}),
-        )
-        .unwrap_err();
-        assert_eq!(
-            e,
-            PricingError::Overflow {
-                component: "extra_steps".into()
-            }
-        );
-        let e = quote(
-            "m",
-            &f,
-            None,
-            &json!({"width": 1, "height": 1, "count": u64::MAX}),
-        )
-        .unwrap_err();
+        let e =
+            quote("m", &f, None, &json!({"width": 1, "height": 1, "count": u64::MAX, "steps": u64::MAX})).unwrap_err();
+        assert_eq!(e, PricingError::Overflow { component: "extra_steps".into() });
+        let e = quote("m", &f, None, &json!({"width": 1, "height": 1, "count": u64::MAX})).unwrap_err();
         assert!(matches!(e, PricingError::AmountTooLarge { .. }), "{e:?}");
         let v = video();
-        let e = quote(
-            "m",
-            &v,
-            None,
-            &json!({"seconds": "9999999999999999999999999999", "resolution": "4k"}),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(
-                e,
-                PricingError::Overflow { .. } | PricingError::AmountTooLarge { .. }
-            ),
-            "{e:?}"
-        );
+        let e =
+            quote("m", &v, None, &json!({"seconds": "9999999999999999999999999999", "resolution": "4k"})).unwrap_err();
+        assert!(matches!(e, PricingError::Overflow { .. } | PricingError::AmountTooLarge { .. }), "{e:?}");
     }
 
     #[test]
     fn an_invalid_rule_is_refused() {
-        let r = PriceRule {
-            description: String::new(),
-            components: vec![],
-        };
+        let r = PriceRule { description: String::new(), components: vec![] };
         assert_eq!(
             quote("m", &r, None, &json!({})).unwrap_err().to_string(),
             "price rule field `components` must list at least one component"
@@ -796,7 +599,13 @@ mod tests {
         let b = quote("m", &flux(), Some(&t), &usage).unwrap();
         assert_eq!(a, b);
         // Feature order in usage does not change the lines' order (rule order).
-        let c = quote("m", &flux(), Some(&t), &json!({"width": 1500, "height": 1000, "count": 3, "features": ["upscale", "hd"], "steps": 35})).unwrap();
+        let c = quote(
+            "m",
+            &flux(),
+            Some(&t),
+            &json!({"width": 1500, "height": 1000, "count": 3, "features": ["upscale", "hd"], "steps": 35}),
+        )
+        .unwrap();
         assert_eq!(a, c);
     }
 

@@ -163,13 +163,8 @@ fn name_problem(name: &str) -> Option<String> {
         Some("must not be empty".into())
     } else if name.len() > MAX_NAME_LEN {
         Some(format!("must be at most {MAX_NAME_LEN} characters"))
-    } else if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-    {
-        Some(format!(
-            "`{name}` may only contain letters, digits, `_`, `.` and `-`"
-        ))
+    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+        Some(format!("`{name}` may only contain letters, digits, `_`, `.` and `-`"))
     } else {
         None
     }
@@ -187,10 +182,7 @@ fn check_price_scaled(path: String, price: Decimal, extra: u32) -> Result<(), Pr
     }
     if price.normalize().scale() + extra > MAX_UNIT_PRICE_DECIMALS {
         let allowed = MAX_UNIT_PRICE_DECIMALS.saturating_sub(extra);
-        return Err(PricingError::rule(
-            path,
-            format!("has too many decimal places (at most {allowed} here)"),
-        ));
+        return Err(PricingError::rule(path, format!("has too many decimal places (at most {allowed} here)")));
     }
     Ok(())
 }
@@ -219,18 +211,13 @@ impl Component {
     }
 
     fn is_image_family(&self) -> bool {
-        matches!(
-            self,
-            Component::Image { .. } | Component::ImageFeature { .. } | Component::ImageSteps { .. }
-        )
+        matches!(self, Component::Image { .. } | Component::ImageFeature { .. } | Component::ImageSteps { .. })
     }
 
     /// Usage fields this component reads, with whether each is required.
     fn usage_fields(&self) -> Vec<(&str, bool)> {
         match self {
-            Component::PerUnit {
-                field, optional, ..
-            } => vec![(field.as_str(), !optional)],
+            Component::PerUnit { field, optional, .. } => vec![(field.as_str(), !optional)],
             Component::Image { .. } => vec![(WIDTH, true), (HEIGHT, true), (COUNT, false)],
             Component::ImageFeature { .. } => vec![(FEATURES, false), (COUNT, false)],
             Component::ImageSteps { .. } => vec![(STEPS, false), (COUNT, false)],
@@ -244,16 +231,8 @@ impl Component {
     pub(crate) fn same_binding(&self, other: &Component) -> bool {
         match (self, other) {
             (
-                Component::PerUnit {
-                    field: f1,
-                    optional: o1,
-                    ..
-                },
-                Component::PerUnit {
-                    field: f2,
-                    optional: o2,
-                    ..
-                },
+                Component::PerUnit { field: f1, optional: o1, .. },
+                Component::PerUnit { field: f2, optional: o2, .. },
             ) => f1 == f2 && o1 == o2,
             _ => std::mem::discriminant(self) == std::mem::discriminant(other),
         }
@@ -266,17 +245,10 @@ impl Component {
             return Err(PricingError::rule(format!("{path}.name"), p));
         }
         match self {
-            Component::PerUnit {
-                field,
-                unit_price,
-                per,
-                ..
-            } => {
+            Component::PerUnit { field, unit_price, per, .. } => {
                 if field.is_empty()
                     || field.len() > MAX_NAME_LEN
-                    || !field
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    || !field.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                 {
                     return Err(PricingError::rule(
                         format!("{path}.field"),
@@ -293,19 +265,13 @@ impl Component {
             }
             Component::Image { tiers, .. } => {
                 if tiers.is_empty() {
-                    return Err(PricingError::rule(
-                        format!("{path}.tiers"),
-                        "must list at least one tier",
-                    ));
+                    return Err(PricingError::rule(format!("{path}.tiers"), "must list at least one tier"));
                 }
                 let mut previous: Option<Decimal> = None;
                 for (i, tier) in tiers.iter().enumerate() {
                     let at = format!("{path}.tiers[{i}]");
                     if tier.up_to_megapixels <= Decimal::ZERO {
-                        return Err(PricingError::rule(
-                            format!("{at}.up_to_megapixels"),
-                            "must be positive",
-                        ));
+                        return Err(PricingError::rule(format!("{at}.up_to_megapixels"), "must be positive"));
                     }
                     if let Some(prev) = previous {
                         if tier.up_to_megapixels <= prev {
@@ -319,15 +285,10 @@ impl Component {
                     check_price(format!("{at}.unit_price"), tier.unit_price)?;
                 }
             }
-            Component::ImageFeature { unit_price, .. }
-            | Component::ImageSteps { unit_price, .. } => {
+            Component::ImageFeature { unit_price, .. } | Component::ImageSteps { unit_price, .. } => {
                 check_price(format!("{path}.unit_price"), *unit_price)?;
             }
-            Component::Video {
-                unit_price,
-                resolution_multipliers,
-                ..
-            } => {
+            Component::Video { unit_price, resolution_multipliers, .. } => {
                 check_price(format!("{path}.unit_price"), *unit_price)?;
                 if resolution_multipliers.is_empty() {
                     return Err(PricingError::rule(
@@ -337,10 +298,7 @@ impl Component {
                 }
                 for (res, m) in resolution_multipliers {
                     if let Some(p) = name_problem(res) {
-                        return Err(PricingError::rule(
-                            format!("{path}.resolution_multipliers"),
-                            format!("key {p}"),
-                        ));
+                        return Err(PricingError::rule(format!("{path}.resolution_multipliers"), format!("key {p}")));
                     }
                     let at = format!("{path}.resolution_multipliers.{res}");
                     let m_scale = m.normalize().scale();
@@ -351,11 +309,7 @@ impl Component {
                         ));
                     }
                     check_price(at, *m)?;
-                    check_price_scaled(
-                        format!("{path}.unit_price"),
-                        *unit_price,
-                        m_scale + MAX_SECONDS_DECIMALS,
-                    )?;
+                    check_price_scaled(format!("{path}.unit_price"), *unit_price, m_scale + MAX_SECONDS_DECIMALS)?;
                 }
             }
         }
@@ -367,10 +321,7 @@ impl PriceRule {
     /// Refuses rules the engine could not price unambiguously; see the module invariants.
     pub fn validate(&self) -> Result<(), PricingError> {
         if self.components.is_empty() {
-            return Err(PricingError::rule(
-                "components",
-                "must list at least one component",
-            ));
+            return Err(PricingError::rule("components", "must list at least one component"));
         }
         let mut names = HashSet::new();
         let mut kinds: HashMap<&str, usize> = HashMap::new();
@@ -382,39 +333,24 @@ impl PriceRule {
             if !names.insert(c.name()) {
                 return Err(PricingError::rule(
                     format!("{path}.name"),
-                    format!(
-                        "`{}` is used by another component: names must be unique",
-                        c.name()
-                    ),
+                    format!("`{}` is used by another component: names must be unique", c.name()),
                 ));
             }
-            if matches!(
-                c,
-                Component::Image { .. } | Component::ImageSteps { .. } | Component::Video { .. }
-            ) {
+            if matches!(c, Component::Image { .. } | Component::ImageSteps { .. } | Component::Video { .. }) {
                 if let Some(first) = kinds.insert(c.kind(), i) {
                     return Err(PricingError::rule(
                         format!("{path}.type"),
-                        format!(
-                            "`{}` already appears at components[{first}]; a rule has at most one",
-                            c.kind()
-                        ),
+                        format!("`{}` already appears at components[{first}]; a rule has at most one", c.kind()),
                     ));
                 }
             }
             for (field, _) in c.usage_fields() {
                 match readers.get(field) {
                     Some(&j) if !(c.is_image_family() && self.components[j].is_image_family()) => {
-                        let at = if matches!(c, Component::PerUnit { .. }) {
-                            format!("{path}.field")
-                        } else {
-                            path
-                        };
+                        let at = if matches!(c, Component::PerUnit { .. }) { format!("{path}.field") } else { path };
                         return Err(PricingError::rule(
                             at,
-                            format!(
-                                "reads usage field `{field}`, which components[{j}] already reads"
-                            ),
+                            format!("reads usage field `{field}`, which components[{j}] already reads"),
                         ));
                     }
                     Some(_) => {}
@@ -425,18 +361,14 @@ impl PriceRule {
             }
         }
         if !kinds.contains_key("image") {
-            if let Some(i) = self.components.iter().position(|c| {
-                matches!(
-                    c,
-                    Component::ImageFeature { .. } | Component::ImageSteps { .. }
-                )
-            }) {
+            if let Some(i) = self
+                .components
+                .iter()
+                .position(|c| matches!(c, Component::ImageFeature { .. } | Component::ImageSteps { .. }))
+            {
                 return Err(PricingError::rule(
                     format!("components[{i}].type"),
-                    format!(
-                        "`{}` needs an `image` component in the same rule",
-                        self.components[i].kind()
-                    ),
+                    format!("`{}` needs an `image` component in the same rule", self.components[i].kind()),
                 ));
             }
         }
@@ -509,9 +441,7 @@ mod tests {
             ]
         );
         // `per` defaults to 1 and is then written out.
-        let r = rule(
-            json!({"components": [{"type": "per_unit", "name": "n", "field": "n", "unit_price": "1"}]}),
-        );
+        let r = rule(json!({"components": [{"type": "per_unit", "name": "n", "field": "n", "unit_price": "1"}]}));
         assert_eq!(
             r.components[0],
             Component::PerUnit {
@@ -536,10 +466,7 @@ mod tests {
             json!({"components": [{"type": "per_unit", "name": "n", "field": "n", "unit_price": "1e-6"}]}),
         ];
         for v in bad {
-            assert!(
-                serde_json::from_value::<PriceRule>(v.clone()).is_err(),
-                "{v} should not parse"
-            );
+            assert!(serde_json::from_value::<PriceRule>(v.clone()).is_err(), "{v} should not parse");
         }
     }
 

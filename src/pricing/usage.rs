@@ -24,26 +24,13 @@ pub(crate) struct Usage<'a> {
 
 impl<'a> Usage<'a> {
     /// `known` is the rule's `(field, required)` list.
-    pub(crate) fn new(
-        model: &'a str,
-        usage: &'a Value,
-        known: &[(&str, bool)],
-    ) -> Result<Self, PricingError> {
+    pub(crate) fn new(model: &'a str, usage: &'a Value, known: &[(&str, bool)]) -> Result<Self, PricingError> {
         let map = usage.as_object().ok_or(PricingError::UsageNotObject)?;
         if let Some(field) = map.keys().find(|k| !known.iter().any(|(f, _)| f == k)) {
-            return Err(PricingError::UnknownUsageField {
-                model: model.into(),
-                field: field.clone(),
-            });
+            return Err(PricingError::UnknownUsageField { model: model.into(), field: field.clone() });
         }
-        if let Some((field, _)) = known
-            .iter()
-            .find(|(f, required)| *required && !map.contains_key(*f))
-        {
-            return Err(PricingError::MissingUsageField {
-                model: model.into(),
-                field: (*field).into(),
-            });
+        if let Some((field, _)) = known.iter().find(|(f, required)| *required && !map.contains_key(*f)) {
+            return Err(PricingError::MissingUsageField { model: model.into(), field: (*field).into() });
         }
         Ok(Usage { model, map })
     }
@@ -56,10 +43,7 @@ impl<'a> Usage<'a> {
     pub(crate) fn count(&self, field: &str) -> Result<Option<u64>, PricingError> {
         match self.map.get(field) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| PricingError::usage(field, "a non-negative whole number")),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| PricingError::usage(field, "a non-negative whole number")),
         }
     }
 
@@ -67,10 +51,7 @@ impl<'a> Usage<'a> {
     pub(crate) fn dimension(&self, field: &str) -> Result<u64, PricingError> {
         match self.map.get(field).and_then(Value::as_u64) {
             Some(n) if (1..=MAX_DIMENSION).contains(&n) => Ok(n),
-            _ => Err(PricingError::usage(
-                field,
-                "a positive whole number of pixels, at most 1000000",
-            )),
+            _ => Err(PricingError::usage(field, "a positive whole number of pixels, at most 1000000")),
         }
     }
 
@@ -81,9 +62,7 @@ impl<'a> Usage<'a> {
         let d = match self.map.get(field) {
             Some(Value::Number(n)) => n.as_u64().map(Decimal::from),
             // Milliseconds: the precision the rule's decimal budget leaves.
-            Some(Value::String(s)) => {
-                dec::parse_strict(s).filter(|d| d.normalize().scale() <= MAX_SECONDS_DECIMALS)
-            }
+            Some(Value::String(s)) => dec::parse_strict(s).filter(|d| d.normalize().scale() <= MAX_SECONDS_DECIMALS),
             _ => None,
         };
         match d {
@@ -94,10 +73,7 @@ impl<'a> Usage<'a> {
 
     /// A JSON string.
     pub(crate) fn string(&self, field: &str) -> Result<&'a str, PricingError> {
-        self.map
-            .get(field)
-            .and_then(Value::as_str)
-            .ok_or_else(|| PricingError::usage(field, "a string"))
+        self.map.get(field).and_then(Value::as_str).ok_or_else(|| PricingError::usage(field, "a string"))
     }
 
     /// A list of distinct strings; absent means empty.
@@ -105,14 +81,10 @@ impl<'a> Usage<'a> {
         let Some(v) = self.map.get(field) else {
             return Ok(Vec::new());
         };
-        let list = v
-            .as_array()
-            .ok_or_else(|| PricingError::usage(field, "a list of feature names"))?;
+        let list = v.as_array().ok_or_else(|| PricingError::usage(field, "a list of feature names"))?;
         let mut out: Vec<&str> = Vec::with_capacity(list.len());
         for item in list {
-            let s = item
-                .as_str()
-                .ok_or_else(|| PricingError::usage(field, "a list of feature names"))?;
+            let s = item.as_str().ok_or_else(|| PricingError::usage(field, "a list of feature names"))?;
             if out.contains(&s) {
                 return Err(PricingError::DuplicateFeature { feature: s.into() });
             }

@@ -51,7 +51,8 @@ fn adjustment_draft(req: &AdjustmentRequest, paid: Money, actor: &str, now: Date
         return Err(AppError::invalid("reason is required (1-1000 characters)"));
     }
     let reference = json!({ "reason": reason, "actor": actor });
-    let base = |kind| Draft::new(kind, now).description(Some(reason.to_string())).reference(reference.clone()).actor(actor);
+    let base =
+        |kind| Draft::new(kind, now).description(Some(reason.to_string())).reference(reference.clone()).actor(actor);
     match req.kind {
         AdjustmentKind::Adjustment => {
             if req.expires_at.is_some() {
@@ -118,13 +119,13 @@ pub async fn convert(
     if req.credits <= Decimal::ZERO {
         return Err(AppError::invalid("credits must be positive"));
     }
-    let dollars = req
-        .credits
-        .checked_div(credits_per_usd)
-        .ok_or_else(|| AppError::invalid("credits out of range"))?;
+    let dollars = req.credits.checked_div(credits_per_usd).ok_or_else(|| AppError::invalid("credits out of range"))?;
     // Refused, not rounded: a conversion that does not land on a micro-dollar is an input error.
     let amount = Money::from_decimal(dollars).map_err(|_| {
-        AppError::invalid(format!("{} credits at {credits_per_usd} per USD is not a whole number of micro-dollars", req.credits))
+        AppError::invalid(format!(
+            "{} credits at {credits_per_usd} per USD is not a whole number of micro-dollars",
+            req.credits
+        ))
     })?;
     let fp = idempotency::fingerprint("credit_conversion", &req);
     let now = Utc::now();
@@ -161,7 +162,10 @@ mod tests {
         assert!(adjustment_draft(&req("-5", AdjustmentKind::Adjustment), paid, "admin", now).is_ok());
         let e = adjustment_draft(&req("-5.000001", AdjustmentKind::Adjustment), paid, "admin", now).unwrap_err();
         assert_eq!(e.code(), "unprocessable");
-        assert_eq!(adjustment_draft(&req("-1", AdjustmentKind::Gift), paid, "admin", now).unwrap_err().code(), "invalid_request");
+        assert_eq!(
+            adjustment_draft(&req("-1", AdjustmentKind::Gift), paid, "admin", now).unwrap_err().code(),
+            "invalid_request"
+        );
         let mut no_reason = req("1", AdjustmentKind::Gift);
         no_reason.reason = "  ".into();
         assert!(adjustment_draft(&no_reason, paid, "admin", now).is_err());

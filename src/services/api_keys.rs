@@ -89,7 +89,14 @@ pub async fn create(pool: &PgPool, tenant_id: Uuid, req: CreateKey) -> AppResult
     if inserted.rows_affected() == 0 {
         return Err(AppError::NotFound);
     }
-    Ok(CreatedKey { id, name: req.name.trim().into(), prefix: visible_prefix(&key), key, status: "enabled".into(), created_at })
+    Ok(CreatedKey {
+        id,
+        name: req.name.trim().into(),
+        prefix: visible_prefix(&key),
+        key,
+        status: "enabled".into(),
+        created_at,
+    })
 }
 
 type KeyRow = (Uuid, String, String, String, DateTime<Utc>, Option<DateTime<Utc>>, Decimal);
@@ -137,7 +144,13 @@ pub async fn get(pool: &PgPool, tenant_id: Uuid, key_id: Uuid) -> AppResult<ApiK
     row.map(to_key).ok_or(AppError::NotFound)
 }
 
-pub async fn update(pool: &PgPool, cache: &AuthCache, tenant_id: Uuid, key_id: Uuid, req: UpdateKey) -> AppResult<ApiKey> {
+pub async fn update(
+    pool: &PgPool,
+    cache: &AuthCache,
+    tenant_id: Uuid,
+    key_id: Uuid,
+    req: UpdateKey,
+) -> AppResult<ApiKey> {
     if let Some(n) = &req.name {
         check_name(n)?;
     }

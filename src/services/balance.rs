@@ -76,10 +76,7 @@ pub async fn get(pool: &PgPool, tenant_id: Uuid) -> AppResult<Balance> {
         held,
         paid,
         bonus,
-        expiring: expiring
-            .into_iter()
-            .map(|(a, e)| Expiring { amount: Money::from_db(a), expires_at: e })
-            .collect(),
+        expiring: expiring.into_iter().map(|(a, e)| Expiring { amount: Money::from_db(a), expires_at: e }).collect(),
         auto_top_up: auto_top_up::summary(pool, tenant_id).await?,
         as_of: now,
     })

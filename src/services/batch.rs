@@ -21,8 +21,8 @@ use super::charges::{ChargeView, Cost, FundedBy, Price, SpendKind};
 use super::holds::HoldView;
 use super::prices;
 use crate::error::{AppError, AppResult, Shortfall};
-use crate::ids::new_id;
 use crate::idempotency::{self, Stored};
+use crate::ids::new_id;
 use crate::ledger::{self, Account, Draft, Funding, TxnKind};
 use crate::money::Money;
 use crate::pricing;
@@ -222,10 +222,21 @@ fn spend_draft(
 /// The resource id is the one the draft's reference names.
 fn resource_id(d: &Decided) -> Uuid {
     let r = &d.draft.reference;
-    r.get("charge_id").or_else(|| r.get("hold_id")).and_then(|v| v.as_str()).and_then(|s| s.parse().ok()).unwrap_or_default()
+    r.get("charge_id")
+        .or_else(|| r.get("hold_id"))
+        .and_then(|v| v.as_str())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default()
 }
 
-fn response(app: &App, tenant: Uuid, currency: &str, kind: &SpendKind, d: &Decided, total_after: Money) -> AppResult<Vec<u8>> {
+fn response(
+    app: &App,
+    tenant: Uuid,
+    currency: &str,
+    kind: &SpendKind,
+    d: &Decided,
+    total_after: Money,
+) -> AppResult<Vec<u8>> {
     let s = &d.draft;
     let funded_by = FundedBy { bonus: d.funding.bonus(), paid: d.funding.paid };
     let balance = BalanceSummary { total: total_after, available: d.available_after };

@@ -184,7 +184,12 @@ fn check_description(d: &Option<String>) -> AppResult<()> {
 
 /// Resolves `model`+`usage` or `amount` into a [`Price`], refusing bad input up front
 /// (unknown model, usage the rule does not know, a zero or negative amount).
-pub fn resolve_price(app: &App, model: Option<String>, usage: Option<Value>, amount: Option<Money>) -> AppResult<Price> {
+pub fn resolve_price(
+    app: &App,
+    model: Option<String>,
+    usage: Option<Value>,
+    amount: Option<Money>,
+) -> AppResult<Price> {
     match (model, usage, amount) {
         (None, None, Some(a)) => {
             if !a.is_positive() {

@@ -36,7 +36,12 @@ pub struct Estimate {
     pub affordable: Option<bool>,
 }
 
-pub async fn estimate(pool: &PgPool, prices: &PriceCache, credits_per_usd: Decimal, req: EstimateRequest) -> AppResult<Estimate> {
+pub async fn estimate(
+    pool: &PgPool,
+    prices: &PriceCache,
+    credits_per_usd: Decimal,
+    req: EstimateRequest,
+) -> AppResult<Estimate> {
     let (version, rule) = prices.latest(&req.model)?;
     let (deal, available, currency) = match req.tenant_id {
         None => (None, None, "USD".to_string()),

@@ -17,8 +17,8 @@ use super::balance::BalanceSummary;
 use super::charges::{ChargeView, Cost, FundedBy};
 use super::prices;
 use crate::error::{AppError, AppResult};
-use crate::ids::new_id;
 use crate::idempotency::{self, IdempotencyKey, Stored};
+use crate::ids::new_id;
 use crate::ledger::{self, Account, Draft, Funding, Locked, LotPart, TxnKind};
 use crate::money::Money;
 use crate::pricing;
@@ -136,7 +136,12 @@ pub async fn get(pool: &PgPool, tenant: Uuid, hold_id: Uuid) -> AppResult<HoldVi
 }
 
 /// Locks the tenant's ledger, then the hold row (always in that order: no deadlocks).
-async fn lock_hold(conn: &mut PgConnection, tenant: Uuid, hold_id: Uuid, now: DateTime<Utc>) -> AppResult<(Locked, HoldRow)> {
+async fn lock_hold(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    hold_id: Uuid,
+    now: DateTime<Utc>,
+) -> AppResult<(Locked, HoldRow)> {
     let locked = ledger::lock(conn, tenant, now).await?.ok_or(AppError::NotFound)?;
     let row: HoldRow =
         sqlx::query_as(&format!("SELECT {HOLD_COLUMNS} FROM holds WHERE tenant_id = $1 AND id = $2 FOR UPDATE"))
@@ -158,7 +163,13 @@ fn ensure_active(row: &HoldRow, now: DateTime<Utc>) -> AppResult<()> {
     Ok(())
 }
 
-pub async fn capture(app: Arc<App>, tenant: Uuid, hold_id: Uuid, key: IdempotencyKey, req: CaptureRequest) -> AppResult<Stored> {
+pub async fn capture(
+    app: Arc<App>,
+    tenant: Uuid,
+    hold_id: Uuid,
+    key: IdempotencyKey,
+    req: CaptureRequest,
+) -> AppResult<Stored> {
     let fp = idempotency::fingerprint(&format!("capture:{hold_id}"), &req);
     let now = Utc::now();
     let mut tx = app.pool.begin().await?;
@@ -201,7 +212,8 @@ pub async fn capture(app: Arc<App>, tenant: Uuid, hold_id: Uuid, key: Idempotenc
     }
     let posted = ledger::post(&mut tx, &locked, &drafts).await?;
     let total_after = posted.last().expect("at least the capture").total_after;
-    let available_after = total_after.checked_sub(locked.funds.held.checked_sub(held).unwrap_or_default()).unwrap_or_default();
+    let available_after =
+        total_after.checked_sub(locked.funds.held.checked_sub(held).unwrap_or_default()).unwrap_or_default();
     sqlx::query(
         "INSERT INTO charges (tenant_id, id, transaction_id, amount, funded_bonus, funded_paid, lots, model, price_version, \
            usage, description, api_key_id, hold_id, total_after, available_after, created_at) \
@@ -264,7 +276,14 @@ async fn release_drafts(
     Ok(std::iter::once(draft).chain(expiry).collect())
 }
 
-async fn resolve(conn: &mut PgConnection, tenant: Uuid, hold_id: Uuid, status: &str, charge: Option<Uuid>, now: DateTime<Utc>) -> AppResult<()> {
+async fn resolve(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    hold_id: Uuid,
+    status: &str,
+    charge: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
     sqlx::query("UPDATE holds SET status = $3, charge_id = $4, resolved_at = $5 WHERE tenant_id = $1 AND id = $2")
         .bind(tenant)
         .bind(hold_id)

@@ -100,7 +100,12 @@ fn same_rule(a: &PriceRule, b: &PriceRule) -> bool {
     serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
 }
 
-async fn insert_version(conn: &mut PgConnection, model: &str, rule: &PriceRule, source: &str) -> AppResult<PriceVersion> {
+async fn insert_version(
+    conn: &mut PgConnection,
+    model: &str,
+    rule: &PriceRule,
+    source: &str,
+) -> AppResult<PriceVersion> {
     let (version, created_at): (i32, DateTime<Utc>) = sqlx::query_as(
         "INSERT INTO price_rules (model, version, rule, source, created_at) \
          SELECT $1, COALESCE(max(version), 0) + 1, $2, $3, now() FROM price_rules WHERE model = $1 \
@@ -149,11 +154,12 @@ pub async fn list_latest(pool: &PgPool) -> AppResult<Vec<PriceVersion>> {
 }
 
 pub async fn versions(pool: &PgPool, model: &str) -> AppResult<Vec<PriceVersion>> {
-    let rows: Vec<VersionRow> =
-        sqlx::query_as("SELECT model, version, rule, created_at FROM price_rules WHERE model = $1 ORDER BY version DESC")
-            .bind(model)
-            .fetch_all(pool)
-            .await?;
+    let rows: Vec<VersionRow> = sqlx::query_as(
+        "SELECT model, version, rule, created_at FROM price_rules WHERE model = $1 ORDER BY version DESC",
+    )
+    .bind(model)
+    .fetch_all(pool)
+    .await?;
     if rows.is_empty() {
         return Err(AppError::NotFound);
     }
@@ -162,11 +168,12 @@ pub async fn versions(pool: &PgPool, model: &str) -> AppResult<Vec<PriceVersion>
 
 /// One stored version, for repricing a hold's capture with the version it was placed at.
 pub async fn rule_version(conn: &mut PgConnection, model: &str, version: i32) -> AppResult<PriceRule> {
-    let rule: Option<Json<PriceRule>> = sqlx::query_scalar("SELECT rule FROM price_rules WHERE model = $1 AND version = $2")
-        .bind(model)
-        .bind(version)
-        .fetch_optional(conn)
-        .await?;
+    let rule: Option<Json<PriceRule>> =
+        sqlx::query_scalar("SELECT rule FROM price_rules WHERE model = $1 AND version = $2")
+            .bind(model)
+            .bind(version)
+            .fetch_optional(conn)
+            .await?;
     rule.map(|r| r.0).ok_or_else(|| AppError::internal("a recorded price version is missing"))
 }
 
@@ -198,7 +205,12 @@ pub async fn get_deal(pool: &PgPool, tenant_id: Uuid) -> AppResult<TenantPricing
     Ok(TenantPricingView { tenant_id, deal: deal.map(|d| d.0).unwrap_or_default(), updated_at })
 }
 
-pub async fn put_deal(pool: &PgPool, cache: &PriceCache, tenant_id: Uuid, deal: TenantPricing) -> AppResult<TenantPricingView> {
+pub async fn put_deal(
+    pool: &PgPool,
+    cache: &PriceCache,
+    tenant_id: Uuid,
+    deal: TenantPricing,
+) -> AppResult<TenantPricingView> {
     deal.validate()?;
     for model in deal.models.keys() {
         cache.latest(model)?;

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::balance::BalanceSummary;
 use crate::error::{AppError, AppResult};
-use crate::ids::new_id;
 use crate::idempotency::{self, IdempotencyKey, Stored};
+use crate::ids::new_id;
 use crate::ledger::{self, Account, Draft, Funding, LotPart, TxnKind};
 use crate::money::Money;
 
@@ -51,7 +51,14 @@ pub async fn tenant_of_charge(pool: &PgPool, charge_id: Uuid) -> AppResult<Uuid>
         .ok_or(AppError::NotFound)
 }
 
-pub async fn refund(pool: PgPool, tenant: Uuid, charge_id: Uuid, key: IdempotencyKey, req: RefundRequest, actor: String) -> AppResult<Stored> {
+pub async fn refund(
+    pool: PgPool,
+    tenant: Uuid,
+    charge_id: Uuid,
+    key: IdempotencyKey,
+    req: RefundRequest,
+    actor: String,
+) -> AppResult<Stored> {
     let reason = req.reason.trim().to_string();
     if reason.is_empty() || reason.len() > 1000 {
         return Err(AppError::invalid("reason is required (1-1000 characters)"));
@@ -80,7 +87,8 @@ pub async fn refund(pool: PgPool, tenant: Uuid, charge_id: Uuid, key: Idempotenc
             .bind(charge_id)
             .fetch_all(&mut *tx)
             .await?;
-    let earlier: Vec<Funding> = earlier.into_iter().map(|(p, l)| Funding { lots: l.0, paid: Money::from_db(p) }).collect();
+    let earlier: Vec<Funding> =
+        earlier.into_iter().map(|(p, l)| Funding { lots: l.0, paid: Money::from_db(p) }).collect();
     let left = charged.minus(&earlier);
     let refundable = left.total();
     let amount = req.amount.unwrap_or(refundable);

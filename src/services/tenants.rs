@@ -82,7 +82,8 @@ pub async fn create(pool: PgPool, cfg: &Config, req: CreateTenant) -> AppResult<
         .execute(&mut *tx)
         .await?;
     if cfg.signup_credit.is_positive() {
-        let locked = ledger::lock(&mut tx, tenant.id, now).await?.ok_or_else(|| AppError::internal("tenant vanished"))?;
+        let locked =
+            ledger::lock(&mut tx, tenant.id, now).await?.ok_or_else(|| AppError::internal("tenant vanished"))?;
         let expires = cfg.signup_credit_expires_days.map(|d| now + Duration::days(d.into()));
         let draft = Draft::new(TxnKind::Signup, now)
             .description(Some("Signup credit".into()))

@@ -15,7 +15,8 @@ async fn bonus_kinds_are_lots_and_corrections_move_paid() {
     let t = app.create_tenant("a").await;
     let expiry = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
     for kind in ["gift", "referral", "compensation"] {
-        let r = adjust(&app, t, json!({ "amount": "2", "kind": kind, "reason": "because", "expires_at": expiry })).await;
+        let r =
+            adjust(&app, t, json!({ "amount": "2", "kind": kind, "reason": "because", "expires_at": expiry })).await;
         r.assert(201);
         assert_eq!(r.body["kind"], kind);
         assert_eq!(r.body["direction"], "credit");
@@ -35,25 +36,44 @@ async fn bonus_kinds_are_lots_and_corrections_move_paid() {
     assert_eq!(b["expiring"].as_array().unwrap().len(), 3);
 
     // A correction never takes paid below zero, and records nothing when refused.
-    adjust(&app, t, json!({ "amount": "-5.500001", "kind": "adjustment", "reason": "x" })).await.assert_error(422, "unprocessable");
+    adjust(&app, t, json!({ "amount": "-5.500001", "kind": "adjustment", "reason": "x" }))
+        .await
+        .assert_error(422, "unprocessable");
     assert_eq!(app.balance(t).await["paid"], "5.50");
-    adjust(&app, t, json!({ "amount": "-1", "kind": "gift", "reason": "x" })).await.assert_error(400, "invalid_request");
-    adjust(&app, t, json!({ "amount": "0", "kind": "adjustment", "reason": "x" })).await.assert_error(400, "invalid_request");
-    adjust(&app, t, json!({ "amount": "1", "kind": "gift" })).await.assert_error(400, "invalid_request");
-    adjust(&app, t, json!({ "amount": "1", "kind": "gift", "reason": " " })).await.assert_error(400, "invalid_request");
-    adjust(&app, t, json!({ "amount": "1", "kind": "bribe", "reason": "x" })).await.assert_error(400, "invalid_request");
-    adjust(&app, t, json!({ "amount": "1", "kind": "adjustment", "reason": "x", "expires_at": expiry })).await.assert_error(400, "invalid_request");
-    adjust(&app, t, json!({ "amount": "1", "kind": "gift", "reason": "x", "expires_at": "2001-01-01T00:00:00Z" })).await.assert_error(400, "invalid_request");
-    adjust(&app, Uuid::now_v7(), json!({ "amount": "1", "kind": "gift", "reason": "x" })).await.assert_error(404, "not_found");
-    app.post(&format!("/v1/admin/tenants/{t}/adjustments"), ADMIN, json!({ "amount": "1", "kind": "gift", "reason": "x" }))
+    adjust(&app, t, json!({ "amount": "-1", "kind": "gift", "reason": "x" }))
         .await
         .assert_error(400, "invalid_request");
-
-    let actor: String = sqlx::query_scalar("SELECT actor FROM ledger_transactions WHERE tenant_id = $1 AND kind = 'gift'")
-        .bind(t)
-        .fetch_one(&app.pool)
+    adjust(&app, t, json!({ "amount": "0", "kind": "adjustment", "reason": "x" }))
         .await
-        .unwrap();
+        .assert_error(400, "invalid_request");
+    adjust(&app, t, json!({ "amount": "1", "kind": "gift" })).await.assert_error(400, "invalid_request");
+    adjust(&app, t, json!({ "amount": "1", "kind": "gift", "reason": " " })).await.assert_error(400, "invalid_request");
+    adjust(&app, t, json!({ "amount": "1", "kind": "bribe", "reason": "x" }))
+        .await
+        .assert_error(400, "invalid_request");
+    adjust(&app, t, json!({ "amount": "1", "kind": "adjustment", "reason": "x", "expires_at": expiry }))
+        .await
+        .assert_error(400, "invalid_request");
+    adjust(&app, t, json!({ "amount": "1", "kind": "gift", "reason": "x", "expires_at": "2001-01-01T00:00:00Z" }))
+        .await
+        .assert_error(400, "invalid_request");
+    adjust(&app, Uuid::now_v7(), json!({ "amount": "1", "kind": "gift", "reason": "x" }))
+        .await
+        .assert_error(404, "not_found");
+    app.post(
+        &format!("/v1/admin/tenants/{t}/adjustments"),
+        ADMIN,
+        json!({ "amount": "1", "kind": "gift", "reason": "x" }),
+    )
+    .await
+    .assert_error(400, "invalid_request");
+
+    let actor: String =
+        sqlx::query_scalar("SELECT actor FROM ledger_transactions WHERE tenant_id = $1 AND kind = 'gift'")
+            .bind(t)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(actor, "admin");
     app.assert_ledger_ok().await;
 }

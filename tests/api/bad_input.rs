@@ -20,7 +20,12 @@ async fn bad_amounts_fields_bodies_and_ids() {
         ("non-numeric", json!({ "amount": "ten", "kind": "gift", "reason": "x" }), 400, "invalid_request"),
         ("json number", json!({ "amount": 1.5, "kind": "gift", "reason": "x" }), 400, "invalid_request"),
         ("missing field", json!({ "kind": "gift", "reason": "x" }), 400, "invalid_request"),
-        ("unknown field", json!({ "amount": "1", "kind": "gift", "reason": "x", "amout": "1" }), 400, "invalid_request"),
+        (
+            "unknown field",
+            json!({ "amount": "1", "kind": "gift", "reason": "x", "amout": "1" }),
+            400,
+            "invalid_request",
+        ),
         ("wrong type", json!({ "amount": "1", "kind": 3, "reason": "x" }), 400, "invalid_request"),
         ("array body", json!([1, 2]), 400, "invalid_request"),
     ];

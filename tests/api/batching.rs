@@ -13,7 +13,12 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
-fn item(tenant: Uuid, amount: &str, key: &str, description: Option<&str>) -> (Item, oneshot::Receiver<tally::error::AppResult<tally::idempotency::Stored>>) {
+fn item(
+    tenant: Uuid,
+    amount: &str,
+    key: &str,
+    description: Option<&str>,
+) -> (Item, oneshot::Receiver<tally::error::AppResult<tally::idempotency::Stored>>) {
     let (reply, rx) = oneshot::channel();
     let spend = Spend {
         tenant_id: tenant,
@@ -57,14 +62,21 @@ async fn one_batch_mixes_successes_refusals_replays_and_duplicates() {
     }
     let codes: Vec<(u16, &str)> = got.iter().map(|(s, b)| (*s, if *s == 201 { "" } else { b.as_str() })).collect();
     // 2.50 left: a (1) fits, b (2) does not, seen is a replay, c (1) fits, its twin is in flight, d (0.25) fits.
-    assert_eq!(codes, vec![(201, ""), (402, "insufficient_funds"), (201, ""), (201, ""), (409, "request_in_progress"), (201, "")]);
+    assert_eq!(
+        codes,
+        vec![(201, ""), (402, "insufficient_funds"), (201, ""), (201, ""), (409, "request_in_progress"), (201, "")]
+    );
     assert_eq!(got[2].1, "replayed");
     let after_a: serde_json::Value = serde_json::from_str(&got[0].1).unwrap();
     let after_d: serde_json::Value = serde_json::from_str(&got[5].1).unwrap();
     assert_eq!(after_a["balance"]["available"], "1.50", "each decision sees the ones before it");
     assert_eq!(after_d["balance"]["available"], "0.25");
     assert_eq!(app.balance(t).await["available"], "0.25");
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM charges WHERE tenant_id = $1").bind(t).fetch_one(&app.pool).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM charges WHERE tenant_id = $1")
+        .bind(t)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(n, 4);
     app.assert_ledger_ok().await;
 }

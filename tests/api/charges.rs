@@ -63,7 +63,9 @@ async fn suspended_tenants_cannot_spend() {
     app.fund(t, "5").await;
     app.patch(&format!("/v1/tenants/{t}"), ADMIN, json!({ "status": "suspended" })).await.assert(200);
     app.charge(t, "1").await.assert_error(403, "forbidden");
-    app.post_idem("/v1/holds", ADMIN, "h", json!({ "tenant_id": t, "amount": "1" })).await.assert_error(403, "forbidden");
+    app.post_idem("/v1/holds", ADMIN, "h", json!({ "tenant_id": t, "amount": "1" }))
+        .await
+        .assert_error(403, "forbidden");
     app.get(&format!("/v1/tenants/{t}/balance"), ADMIN).await.assert(200);
     app.patch(&format!("/v1/tenants/{t}"), ADMIN, json!({ "status": "active" })).await.assert(200);
     app.charge(t, "1").await.assert(201);
@@ -105,9 +107,14 @@ async fn priced_charges_record_version_and_attribute_to_keys() {
         .await
         .assert_error(422, "unprocessable");
     // Zero-cost usage and bad usage.
-    app.post_idem("/v1/charges", ADMIN, "c3", json!({ "tenant_id": t, "model": "gpt-4o-mini", "usage": { "input_tokens": 0, "output_tokens": 0 } }))
-        .await
-        .assert_error(422, "unprocessable");
+    app.post_idem(
+        "/v1/charges",
+        ADMIN,
+        "c3",
+        json!({ "tenant_id": t, "model": "gpt-4o-mini", "usage": { "input_tokens": 0, "output_tokens": 0 } }),
+    )
+    .await
+    .assert_error(422, "unprocessable");
     for (what, usage) in [
         ("unknown field", json!({ "input_tokens": 1, "output_tokens": 1, "secret_tokens": 3 })),
         ("negative", json!({ "input_tokens": -1, "output_tokens": 1 })),
@@ -115,7 +122,9 @@ async fn priced_charges_record_version_and_attribute_to_keys() {
         ("missing", json!({ "input_tokens": 1 })),
         ("not an object", json!("lots")),
     ] {
-        let r = app.post_idem("/v1/charges", ADMIN, what, json!({ "tenant_id": t, "model": "gpt-4o-mini", "usage": usage })).await;
+        let r = app
+            .post_idem("/v1/charges", ADMIN, what, json!({ "tenant_id": t, "model": "gpt-4o-mini", "usage": usage }))
+            .await;
         r.assert_error(400, "invalid_request");
     }
     app.post_idem("/v1/charges", ADMIN, "c4", json!({ "tenant_id": t, "model": "no-such-model", "usage": {} }))
@@ -139,7 +148,8 @@ async fn sixty_four_concurrent_charges_against_forty_dollars() {
         let b = app.balance(t).await;
         assert_eq!(b["available"], "0.00");
         assert_eq!(b["total"], "0.00");
-        let ids: std::collections::HashSet<String> = results.iter().filter(|r| r.status == 201).map(|r| r.str("id")).collect();
+        let ids: std::collections::HashSet<String> =
+            results.iter().filter(|r| r.status == 201).map(|r| r.str("id")).collect();
         assert_eq!(ids.len(), 40);
         app.assert_ledger_ok().await;
     }

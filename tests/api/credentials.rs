@@ -11,8 +11,12 @@ async fn missing_or_bad_credentials_are_401() {
     let r = app.client.get(format!("{}/v1/tenants", app.base)).send().await.unwrap();
     assert_eq!(r.status(), 401);
     app.get("/v1/tenants", "nope").await.assert_error(401, "unauthorized");
-    app.get("/v1/tenants", "tk_0000000000000000000000000000000000000000000000000").await.assert_error(401, "unauthorized");
-    app.get("/v1/tenants", "st_0000000000000000000000000000000000000000000000000").await.assert_error(401, "unauthorized");
+    app.get("/v1/tenants", "tk_0000000000000000000000000000000000000000000000000")
+        .await
+        .assert_error(401, "unauthorized");
+    app.get("/v1/tenants", "st_0000000000000000000000000000000000000000000000000")
+        .await
+        .assert_error(401, "unauthorized");
 }
 
 #[tokio::test]
@@ -28,7 +32,11 @@ async fn api_key_lifecycle() {
 
     // The key reads its own tenant; it is never stored in clear.
     app.get(&format!("/v1/tenants/{t}/balance"), &key).await.assert(200);
-    let stored: Vec<u8> = sqlx::query_scalar("SELECT key_hash FROM api_keys WHERE id = $1").bind(key_id).fetch_one(&app.pool).await.unwrap();
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT key_hash FROM api_keys WHERE id = $1")
+        .bind(key_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_ne!(stored, key.as_bytes());
     let clear: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE prefix = $1 AND length(prefix) < 20")
         .bind(created.str("prefix"))
@@ -53,7 +61,9 @@ async fn api_key_lifecycle() {
     app.post("/v1/api-keys/verify", &svc, json!({ "key": "tk_bogus" })).await.assert_error(401, "unauthorized");
     app.post("/v1/api-keys/verify", &key, json!({ "key": key })).await.assert_error(403, "forbidden");
 
-    let p = app.patch(&format!("/v1/tenants/{t}/api-keys/{key_id}"), ADMIN, json!({ "status": "disabled", "name": "old" })).await;
+    let p = app
+        .patch(&format!("/v1/tenants/{t}/api-keys/{key_id}"), ADMIN, json!({ "status": "disabled", "name": "old" }))
+        .await;
     p.assert(200);
     assert_eq!(p.body["status"], "disabled");
     assert_eq!(p.body["name"], "old");
@@ -64,8 +74,12 @@ async fn api_key_lifecycle() {
     app.delete(&format!("/v1/tenants/{t}/api-keys/{key_id}"), ADMIN).await.assert(204);
     app.delete(&format!("/v1/tenants/{t}/api-keys/{key_id}"), ADMIN).await.assert_error(404, "not_found");
     app.post("/v1/api-keys/verify", &svc, json!({ "key": key })).await.assert_error(401, "unauthorized");
-    app.post(&format!("/v1/tenants/{}/api-keys", Uuid::now_v7()), ADMIN, json!({ "name": "x" })).await.assert_error(404, "not_found");
-    app.post(&format!("/v1/tenants/{t}/api-keys"), ADMIN, json!({ "name": "" })).await.assert_error(400, "invalid_request");
+    app.post(&format!("/v1/tenants/{}/api-keys", Uuid::now_v7()), ADMIN, json!({ "name": "x" }))
+        .await
+        .assert_error(404, "not_found");
+    app.post(&format!("/v1/tenants/{t}/api-keys"), ADMIN, json!({ "name": "" }))
+        .await
+        .assert_error(400, "invalid_request");
 }
 
 #[tokio::test]
@@ -81,7 +95,9 @@ async fn service_tokens_reach_backend_routes_not_admin_ones() {
     app.get(&format!("/v1/tenants/{t}/api-keys"), &svc).await.assert_error(403, "forbidden");
     // A tenant key cannot charge, even its own tenant: charging is for backends.
     let (_, key) = app.tenant_key(t).await;
-    app.post_idem("/v1/charges", &key, "k2", json!({ "tenant_id": t, "amount": "0.25" })).await.assert_error(403, "forbidden");
+    app.post_idem("/v1/charges", &key, "k2", json!({ "tenant_id": t, "amount": "0.25" }))
+        .await
+        .assert_error(403, "forbidden");
     app.assert_ledger_ok().await;
 }
 

@@ -38,8 +38,9 @@ fn start_cluster() -> Cluster {
         Some(url) => (url.parse::<PgConnectOptions>().expect("DATABASE_URL").database("postgres"), None),
         None => {
             let dir = std::env::temp_dir().join(format!("tally-test-{}", std::process::id()));
-            let pg = EmbeddedPostgres::start(EmbeddedOptions { dir, ephemeral: true, fsync: false, max_connections: 300 })
-                .expect("embedded postgres for tests (install PostgreSQL or set DATABASE_URL)");
+            let pg =
+                EmbeddedPostgres::start(EmbeddedOptions { dir, ephemeral: true, fsync: false, max_connections: 300 })
+                    .expect("embedded postgres for tests (install PostgreSQL or set DATABASE_URL)");
             (pg.connect_options("postgres"), Some(pg))
         }
     };
@@ -235,8 +236,13 @@ impl TestApp {
     }
 
     pub async fn charge(&self, tenant: Uuid, amount: &str) -> Resp {
-        self.post_idem("/v1/charges", ADMIN, &Uuid::now_v7().to_string(), json!({ "tenant_id": tenant, "amount": amount }))
-            .await
+        self.post_idem(
+            "/v1/charges",
+            ADMIN,
+            &Uuid::now_v7().to_string(),
+            json!({ "tenant_id": tenant, "amount": amount }),
+        )
+        .await
     }
 
     /// The ledger invariants, through the service's own check and directly in SQL.

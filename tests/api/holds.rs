@@ -15,7 +15,10 @@ async fn six_concurrent_holds_of_1000_against_5000() {
     assert_eq!(results.iter().filter(|r| r.status == 201).count(), 5);
     assert_eq!(results.iter().filter(|r| r.status == 402).count(), 1);
     let b = app.balance(t).await;
-    assert_eq!((b["available"].as_str(), b["held"].as_str(), b["total"].as_str()), (Some("0.00"), Some("5000.00"), Some("5000.00")));
+    assert_eq!(
+        (b["available"].as_str(), b["held"].as_str(), b["total"].as_str()),
+        (Some("0.00"), Some("5000.00"), Some("5000.00"))
+    );
     app.assert_ledger_ok().await;
 }
 
@@ -25,7 +28,9 @@ async fn capture_takes_at_most_the_hold_and_releases_the_rest() {
     let t = app.create_tenant("a").await;
     app.fund(t, "10").await;
     app.gift(t, "1", None).await;
-    let h = app.post_idem("/v1/holds", ADMIN, "h1", json!({ "tenant_id": t, "amount": "4", "expires_in_seconds": 600 })).await;
+    let h = app
+        .post_idem("/v1/holds", ADMIN, "h1", json!({ "tenant_id": t, "amount": "4", "expires_in_seconds": 600 }))
+        .await;
     h.assert(201);
     assert_eq!(h.body["status"], "active");
     assert_eq!(h.body["funded_by"]["bonus"], "1.00");
@@ -54,7 +59,10 @@ async fn capture_takes_at_most_the_hold_and_releases_the_rest() {
     assert_eq!(got.body["status"], "captured");
     assert_eq!(got.body["captured"], "2.50");
     let b = app.balance(t).await;
-    assert_eq!((b["available"].as_str(), b["held"].as_str(), b["bonus"].as_str()), (Some("8.50"), Some("0.00"), Some("0.00")));
+    assert_eq!(
+        (b["available"].as_str(), b["held"].as_str(), b["bonus"].as_str()),
+        (Some("8.50"), Some("0.00"), Some("0.00"))
+    );
     app.get(&format!("/v1/charges/{}", c.id()), ADMIN).await.assert(200);
     app.assert_ledger_ok().await;
 }
@@ -65,9 +73,14 @@ async fn concurrent_capture_and_release_one_wins() {
     let t = app.create_tenant("a").await;
     app.fund(t, "10").await;
     for round in 0..5 {
-        let id = app.post_idem("/v1/holds", ADMIN, &format!("h{round}"), json!({ "tenant_id": t, "amount": "1" })).await.id();
-        let (capture, release, key) = (format!("/v1/holds/{id}/capture"), format!("/v1/holds/{id}/release"), format!("c{round}"));
-        let (c, r) = tokio::join!(app.post_idem(&capture, ADMIN, &key, json!({})), app.post(&release, ADMIN, json!({})));
+        let id = app
+            .post_idem("/v1/holds", ADMIN, &format!("h{round}"), json!({ "tenant_id": t, "amount": "1" }))
+            .await
+            .id();
+        let (capture, release, key) =
+            (format!("/v1/holds/{id}/capture"), format!("/v1/holds/{id}/release"), format!("c{round}"));
+        let (c, r) =
+            tokio::join!(app.post_idem(&capture, ADMIN, &key, json!({})), app.post(&release, ADMIN, json!({})));
         let wins = [c.status.is_success(), r.status.is_success()];
         assert_eq!(wins.iter().filter(|w| **w).count(), 1, "capture {} release {}", c.text, r.text);
         let loser = if c.status.is_success() { &r } else { &c };
@@ -83,20 +96,35 @@ async fn priced_holds_capture_by_usage_and_expire_automatically() {
     let t = app.create_tenant("a").await;
     app.fund(t, "10").await;
     let h = app
-        .post_idem("/v1/holds", ADMIN, "v", json!({ "tenant_id": t, "model": "veo-fast", "usage": { "seconds": 10, "resolution": "1080p" } }))
+        .post_idem(
+            "/v1/holds",
+            ADMIN,
+            "v",
+            json!({ "tenant_id": t, "model": "veo-fast", "usage": { "seconds": 10, "resolution": "1080p" } }),
+        )
         .await;
     h.assert(201);
     assert_eq!(h.body["amount"], "1.50");
     let c = app
-        .post_idem(&format!("/v1/holds/{}/capture", h.id()), ADMIN, "vc", json!({ "usage": { "seconds": 6, "resolution": "1080p" } }))
+        .post_idem(
+            &format!("/v1/holds/{}/capture", h.id()),
+            ADMIN,
+            "vc",
+            json!({ "usage": { "seconds": 6, "resolution": "1080p" } }),
+        )
         .await;
     c.assert(201);
     assert_eq!(c.body["cost"]["amount"], "0.90");
 
-    let e = app.post_idem("/v1/holds", ADMIN, "e", json!({ "tenant_id": t, "amount": "2", "expires_in_seconds": 1 })).await;
+    let e =
+        app.post_idem("/v1/holds", ADMIN, "e", json!({ "tenant_id": t, "amount": "2", "expires_in_seconds": 1 })).await;
     e.assert(201);
-    app.post_idem("/v1/holds", ADMIN, "bad", json!({ "tenant_id": t, "amount": "2", "expires_in_seconds": 0 })).await.assert_error(400, "invalid_request");
-    app.post_idem("/v1/holds", ADMIN, "bad2", json!({ "tenant_id": t, "amount": "2", "expires_in_seconds": 604801 })).await.assert_error(400, "invalid_request");
+    app.post_idem("/v1/holds", ADMIN, "bad", json!({ "tenant_id": t, "amount": "2", "expires_in_seconds": 0 }))
+        .await
+        .assert_error(400, "invalid_request");
+    app.post_idem("/v1/holds", ADMIN, "bad2", json!({ "tenant_id": t, "amount": "2", "expires_in_seconds": 604801 }))
+        .await
+        .assert_error(400, "invalid_request");
     let mut status = String::new();
     for _ in 0..50 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -106,7 +134,9 @@ async fn priced_holds_capture_by_usage_and_expire_automatically() {
         }
     }
     assert_eq!(status, "expired");
-    app.post_idem(&format!("/v1/holds/{}/capture", e.id()), ADMIN, "late", json!({})).await.assert_error(409, "conflict");
+    app.post_idem(&format!("/v1/holds/{}/capture", e.id()), ADMIN, "late", json!({}))
+        .await
+        .assert_error(409, "conflict");
     let b = app.balance(t).await;
     assert_eq!((b["held"].as_str(), b["available"].as_str()), (Some("0.00"), Some("9.10")));
     app.assert_ledger_ok().await;

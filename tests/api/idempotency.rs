@@ -22,11 +22,12 @@ async fn twenty_concurrent_identical_adjustments_have_one_effect() {
             other => panic!("unexpected {other}: {}", r.text),
         }
     }
-    let effects: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_transactions WHERE tenant_id = $1 AND kind = 'gift'")
-        .bind(t)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let effects: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ledger_transactions WHERE tenant_id = $1 AND kind = 'gift'")
+            .bind(t)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(effects, 1);
     assert_eq!(app.balance(t).await["bonus"], "7.25");
     // After the dust settles, a retry replays byte for byte.
@@ -49,7 +50,9 @@ async fn reuse_with_another_body_is_422_and_refusals_are_not_stored() {
     let same = app.post_idem(&path, ADMIN, "k", json!({ "reason": "x", "kind": "gift", "amount": "1.000" })).await;
     same.assert(201);
     assert_eq!(same.id(), first.id());
-    app.post_idem(&path, ADMIN, "k", json!({ "amount": "2", "kind": "gift", "reason": "x" })).await.assert_error(422, "idempotency_key_reused");
+    app.post_idem(&path, ADMIN, "k", json!({ "amount": "2", "kind": "gift", "reason": "x" }))
+        .await
+        .assert_error(422, "idempotency_key_reused");
 
     // A 422 that changed nothing is not stored: the same key runs again once it can succeed.
     let neg = json!({ "amount": "-3", "kind": "adjustment", "reason": "fix" });
@@ -59,11 +62,18 @@ async fn reuse_with_another_body_is_422_and_refusals_are_not_stored() {
 
     // Keys are scoped per tenant.
     let other = app.create_tenant("b").await;
-    app.post_idem(&format!("/v1/admin/tenants/{other}/adjustments"), ADMIN, "k", json!({ "amount": "9", "kind": "gift", "reason": "x" }))
-        .await
-        .assert(201);
+    app.post_idem(
+        &format!("/v1/admin/tenants/{other}/adjustments"),
+        ADMIN,
+        "k",
+        json!({ "amount": "9", "kind": "gift", "reason": "x" }),
+    )
+    .await
+    .assert(201);
     // Header rules.
-    app.post_idem(&path, ADMIN, &"x".repeat(256), json!({ "amount": "1", "kind": "gift", "reason": "x" })).await.assert_error(400, "invalid_request");
+    app.post_idem(&path, ADMIN, &"x".repeat(256), json!({ "amount": "1", "kind": "gift", "reason": "x" }))
+        .await
+        .assert_error(400, "invalid_request");
     app.assert_ledger_ok().await;
 }
 
@@ -80,13 +90,19 @@ async fn replayed_charge_moves_no_money() {
     assert_eq!(a.text, b.text);
     assert_eq!(b.headers.get("idempotent-replayed").unwrap(), "true");
     assert_eq!(app.balance(t).await["available"], "8.50");
-    app.post_idem("/v1/charges", ADMIN, "charge-1", json!({ "tenant_id": t, "amount": "2" })).await.assert_error(422, "idempotency_key_reused");
+    app.post_idem("/v1/charges", ADMIN, "charge-1", json!({ "tenant_id": t, "amount": "2" }))
+        .await
+        .assert_error(422, "idempotency_key_reused");
     // An insufficient-funds refusal is not stored.
     let big = json!({ "tenant_id": t, "amount": "100" });
     app.post_idem("/v1/charges", ADMIN, "charge-2", big.clone()).await.assert_error(402, "insufficient_funds");
     app.fund(t, "100").await;
     app.post_idem("/v1/charges", ADMIN, "charge-2", big).await.assert(201);
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM charges WHERE tenant_id = $1").bind(t).fetch_one(&app.pool).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM charges WHERE tenant_id = $1")
+        .bind(t)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(n, 2);
     let _ = Uuid::now_v7();
     app.assert_ledger_ok().await;

@@ -15,10 +15,7 @@ async fn tenant_key_never_reaches_another_tenant() {
     let (_, key_a) = app.tenant_key(a).await;
     let (key_b_id, _) = app.tenant_key(b).await;
     let charge_b = app.charge(b, "1").await.id();
-    let hold_b = app
-        .post_idem("/v1/holds", ADMIN, "h", json!({ "tenant_id": b, "amount": "1" }))
-        .await
-        .id();
+    let hold_b = app.post_idem("/v1/holds", ADMIN, "h", json!({ "tenant_id": b, "amount": "1" })).await.id();
 
     let scoped: Vec<(Method, String, Option<serde_json::Value>)> = vec![
         (Method::GET, format!("/v1/tenants/{b}"), None),
@@ -36,7 +33,11 @@ async fn tenant_key_never_reaches_another_tenant() {
         (Method::GET, format!("/v1/holds/{hold_b}"), None),
         (Method::POST, format!("/v1/holds/{hold_b}/capture"), Some(json!({}))),
         (Method::POST, format!("/v1/holds/{hold_b}/release"), None),
-        (Method::POST, "/v1/estimates".into(), Some(json!({ "model": "gpt-4o-mini", "usage": { "input_tokens": 1, "output_tokens": 1 }, "tenant_id": b }))),
+        (
+            Method::POST,
+            "/v1/estimates".into(),
+            Some(json!({ "model": "gpt-4o-mini", "usage": { "input_tokens": 1, "output_tokens": 1 }, "tenant_id": b })),
+        ),
     ];
     for (m, path, body) in scoped {
         let r = app.call(m.clone(), &path, &key_a, body, Some("iso")).await;
@@ -51,7 +52,11 @@ async fn tenant_key_never_reaches_another_tenant() {
         (Method::POST, "/v1/tenants".into(), Some(json!({ "name": "x" }))),
         (Method::GET, "/v1/tenants".into(), None),
         (Method::PATCH, format!("/v1/tenants/{a}"), Some(json!({ "name": "x" }))),
-        (Method::POST, format!("/v1/admin/tenants/{a}/adjustments"), Some(json!({ "amount": "1", "kind": "gift", "reason": "x" }))),
+        (
+            Method::POST,
+            format!("/v1/admin/tenants/{a}/adjustments"),
+            Some(json!({ "amount": "1", "kind": "gift", "reason": "x" })),
+        ),
         (Method::POST, format!("/v1/admin/tenants/{a}/credit-conversions"), Some(json!({ "credits": "1" }))),
         (Method::GET, format!("/v1/admin/tenants/{a}/pricing"), None),
         (Method::PUT, format!("/v1/admin/tenants/{a}/pricing"), Some(json!({ "discount_percent": "50" }))),

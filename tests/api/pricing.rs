@@ -11,7 +11,8 @@ async fn price_book_versions_and_deals() {
     let app = TestApp::spawn().await;
     let book = app.get("/v1/prices", ADMIN).await;
     book.assert(200);
-    let models: Vec<&str> = book.body["data"].as_array().unwrap().iter().map(|m| m["model"].as_str().unwrap()).collect();
+    let models: Vec<&str> =
+        book.body["data"].as_array().unwrap().iter().map(|m| m["model"].as_str().unwrap()).collect();
     for m in ["gpt-4o-mini", "flux-pro", "veo-fast"] {
         assert!(models.contains(&m), "{m} in the default book");
     }
@@ -26,7 +27,9 @@ async fn price_book_versions_and_deals() {
     assert_eq!(app.put("/v1/admin/prices/my-model", ADMIN, rule2).await.body["version"], 2);
     let versions = app.get("/v1/prices/my-model/versions", ADMIN).await;
     assert_eq!(versions.body["data"].as_array().unwrap().len(), 2, "earlier versions stay readable");
-    app.put("/v1/admin/prices/bad", ADMIN, json!({ "description": "x", "components": [] })).await.assert_error(400, "invalid_request");
+    app.put("/v1/admin/prices/bad", ADMIN, json!({ "description": "x", "components": [] }))
+        .await
+        .assert_error(400, "invalid_request");
 
     let usage = json!({ "input_tokens": 1000, "output_tokens": 1000 });
     let e = app.post("/v1/estimates", ADMIN, json!({ "model": "my-model", "usage": usage })).await;
@@ -45,29 +48,48 @@ async fn price_book_versions_and_deals() {
     let e = app.post("/v1/estimates", ADMIN, json!({ "model": "my-model", "usage": usage, "tenant_id": t })).await;
     assert_eq!(e.body["cost"]["amount"], "0.00045");
     assert_eq!(e.body["affordable"], true);
-    let c = app.post_idem("/v1/charges", ADMIN, "c", json!({ "tenant_id": t, "model": "my-model", "usage": usage })).await;
+    let c =
+        app.post_idem("/v1/charges", ADMIN, "c", json!({ "tenant_id": t, "model": "my-model", "usage": usage })).await;
     c.assert(201);
     assert_eq!(c.body["cost"], e.body["cost"]);
     let e = app.post("/v1/estimates", ADMIN, json!({ "model": "my-model", "usage": usage, "tenant_id": t })).await;
     assert_eq!(e.body["affordable"], false);
-    app.put(&format!("/v1/admin/tenants/{t}/pricing"), ADMIN, json!({ "models": { "no-such": { "discount_percent": "1" } } }))
+    app.put(
+        &format!("/v1/admin/tenants/{t}/pricing"),
+        ADMIN,
+        json!({ "models": { "no-such": { "discount_percent": "1" } } }),
+    )
+    .await
+    .assert_error(400, "invalid_request");
+    app.put(&format!("/v1/admin/tenants/{t}/pricing"), ADMIN, json!({ "discount_percent": "150" }))
         .await
         .assert_error(400, "invalid_request");
-    app.put(&format!("/v1/admin/tenants/{t}/pricing"), ADMIN, json!({ "discount_percent": "150" })).await.assert_error(400, "invalid_request");
-    app.post("/v1/estimates", ADMIN, json!({ "model": "nope", "usage": {} })).await.assert_error(400, "invalid_request");
-    app.post("/v1/estimates", ADMIN, json!({ "model": "my-model", "usage": { "input_tokens": 1, "output_tokens": 1, "x": 1 } }))
+    app.post("/v1/estimates", ADMIN, json!({ "model": "nope", "usage": {} }))
         .await
         .assert_error(400, "invalid_request");
+    app.post(
+        "/v1/estimates",
+        ADMIN,
+        json!({ "model": "my-model", "usage": { "input_tokens": 1, "output_tokens": 1, "x": 1 } }),
+    )
+    .await
+    .assert_error(400, "invalid_request");
     app.assert_ledger_ok().await;
 }
 
 fn random_usage(rng: &mut rand::rngs::StdRng) -> (&'static str, Value) {
     match rng.gen_range(0..3) {
-        0 => ("gpt-4o-mini", json!({ "input_tokens": rng.gen_range(1..2_000_000u64), "output_tokens": rng.gen_range(0..500_000u64) })),
+        0 => (
+            "gpt-4o-mini",
+            json!({ "input_tokens": rng.gen_range(1..2_000_000u64), "output_tokens": rng.gen_range(0..500_000u64) }),
+        ),
         1 => {
             let features: Vec<&str> = ["upscale", "hd"].into_iter().filter(|_| rng.gen_bool(0.5)).collect();
-            ("flux-pro", json!({ "width": rng.gen_range(64..2048), "height": rng.gen_range(64..2048),
-                                 "count": rng.gen_range(1..5), "features": features, "steps": rng.gen_range(1..60) }))
+            (
+                "flux-pro",
+                json!({ "width": rng.gen_range(64..2048), "height": rng.gen_range(64..2048),
+                                 "count": rng.gen_range(1..5), "features": features, "steps": rng.gen_range(1..60) }),
+            )
         }
         _ => {
             let res = ["480p", "720p", "1080p", "4k"][rng.gen_range(0..4)];
@@ -93,7 +115,14 @@ async fn estimate_equals_charge_over_random_usages() {
         if tenant.is_none() {
             continue;
         }
-        let c = app.post_idem("/v1/charges", &svc, &Uuid::now_v7().to_string(), json!({ "tenant_id": t, "model": model, "usage": usage })).await;
+        let c = app
+            .post_idem(
+                "/v1/charges",
+                &svc,
+                &Uuid::now_v7().to_string(),
+                json!({ "tenant_id": t, "model": model, "usage": usage }),
+            )
+            .await;
         c.assert(201);
         assert_eq!(c.body["cost"], e.body["cost"], "{model} {usage}");
     }
@@ -115,11 +144,12 @@ async fn bonus_lots_expire_on_time() {
     app.charge(t, "1.5").await.assert_error(402, "insufficient_funds");
     let mut swept = false;
     for _ in 0..30 {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_transactions WHERE tenant_id = $1 AND kind = 'expiry'")
-            .bind(t)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM ledger_transactions WHERE tenant_id = $1 AND kind = 'expiry'")
+                .bind(t)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
         if n == 1 {
             swept = true;
             break;
@@ -142,11 +172,23 @@ async fn transactions_and_usage_views() {
     let (key_id, key) = app.tenant_key(t).await;
     let usage = json!({ "input_tokens": 1_000_000, "output_tokens": 0 });
     for i in 0..3 {
-        app.post_idem("/v1/charges", ADMIN, &format!("m{i}"), json!({ "tenant_id": t, "model": "gpt-4o-mini", "usage": usage, "api_key_id": key_id }))
-            .await
-            .assert(201);
+        app.post_idem(
+            "/v1/charges",
+            ADMIN,
+            &format!("m{i}"),
+            json!({ "tenant_id": t, "model": "gpt-4o-mini", "usage": usage, "api_key_id": key_id }),
+        )
+        .await
+        .assert(201);
     }
-    app.post_idem("/v1/charges", ADMIN, "amt", json!({ "tenant_id": t, "amount": "2", "description": "a, \"quoted\" thing" })).await.assert(201);
+    app.post_idem(
+        "/v1/charges",
+        ADMIN,
+        "amt",
+        json!({ "tenant_id": t, "amount": "2", "description": "a, \"quoted\" thing" }),
+    )
+    .await
+    .assert(201);
     let h = app.post_idem("/v1/holds", ADMIN, "h", json!({ "tenant_id": t, "amount": "1" })).await.id();
     app.post(&format!("/v1/holds/{h}/release"), ADMIN, json!({})).await.assert(200);
 
@@ -187,10 +229,13 @@ async fn transactions_and_usage_views() {
 
     let by_model = app.get(&format!("/v1/tenants/{t}/usage?group_by=model"), &key).await;
     by_model.assert(200);
-    assert_eq!(by_model.body["data"], json!([
-        { "key": "amount", "amount": "2.00", "count": 1 },
-        { "key": "gpt-4o-mini", "amount": "0.45", "count": 3 }
-    ]));
+    assert_eq!(
+        by_model.body["data"],
+        json!([
+            { "key": "amount", "amount": "2.00", "count": 1 },
+            { "key": "gpt-4o-mini", "amount": "0.45", "count": 3 }
+        ])
+    );
     let by_key = app.get(&format!("/v1/tenants/{t}/usage?group_by=api_key"), &key).await;
     let keys: Vec<&str> = by_key.body["data"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap()).collect();
     assert!(keys.contains(&"none") && keys.contains(&key_id.to_string().as_str()));

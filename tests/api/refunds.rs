@@ -20,8 +20,12 @@ async fn refunds_return_money_where_it_came_from() {
     r1.assert(201);
     assert_eq!(r1.body["to_paid"], "3.00", "paid comes back first");
     assert_eq!(r1.body["to_bonus"], "0.50");
-    app.post_idem(&path, ADMIN, "r2", json!({ "amount": "1.51", "reason": "x" })).await.assert_error(422, "unprocessable");
-    app.post_idem(&path, ADMIN, "r3", json!({ "amount": "1", "reason": "" })).await.assert_error(400, "invalid_request");
+    app.post_idem(&path, ADMIN, "r2", json!({ "amount": "1.51", "reason": "x" }))
+        .await
+        .assert_error(422, "unprocessable");
+    app.post_idem(&path, ADMIN, "r3", json!({ "amount": "1", "reason": "" }))
+        .await
+        .assert_error(400, "invalid_request");
     let r4 = app.post_idem(&path, ADMIN, "r4", json!({ "reason": "the rest" })).await;
     r4.assert(201);
     assert_eq!(r4.body["amount"], "1.50");
@@ -29,7 +33,11 @@ async fn refunds_return_money_where_it_came_from() {
 
     let b = app.balance(t).await;
     assert_eq!((b["paid"].as_str(), b["bonus"].as_str()), (Some("10.00"), Some("2.00")));
-    assert_eq!(b["expiring"][0]["expires_at"].as_str().map(|s| &s[..19]), Some(&later[..19]), "the lot keeps its expiry");
+    assert_eq!(
+        b["expiring"][0]["expires_at"].as_str().map(|s| &s[..19]),
+        Some(&later[..19]),
+        "the lot keeps its expiry"
+    );
     let got = app.get(&format!("/v1/charges/{}", c.id()), ADMIN).await;
     assert_eq!(got.body["refunded"], "5.00");
     let usage = app.get(&format!("/v1/tenants/{t}/usage?group_by=model"), ADMIN).await;

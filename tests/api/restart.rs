@@ -52,7 +52,11 @@ async fn killed_mid_load_retries_apply_exactly_once() {
     }
     let distinct: std::collections::HashSet<&String> = ids.values().collect();
     assert_eq!(distinct.len(), 300);
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM charges WHERE tenant_id = $1").bind(t).fetch_one(&app.pool).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM charges WHERE tenant_id = $1")
+        .bind(t)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(n, 300);
     assert_eq!(app.balance(t).await["available"], "970.00");
     eprintln!("{} of 300 were acknowledged before the kill", acked.len());

@@ -14,8 +14,12 @@ async fn create_get_list_update_tenants_with_signup_credit() {
     let id = r.id();
     assert_eq!(id.get_version_num(), 7);
 
-    app.post("/v1/tenants", ADMIN, json!({ "name": "Dup", "external_ref": "cus_1" })).await.assert_error(409, "conflict");
-    app.post("/v1/tenants", ADMIN, json!({ "name": "Eur", "currency": "EUR" })).await.assert_error(400, "invalid_request");
+    app.post("/v1/tenants", ADMIN, json!({ "name": "Dup", "external_ref": "cus_1" }))
+        .await
+        .assert_error(409, "conflict");
+    app.post("/v1/tenants", ADMIN, json!({ "name": "Eur", "currency": "EUR" }))
+        .await
+        .assert_error(400, "invalid_request");
 
     let b = app.balance(id).await;
     assert_eq!(b["bonus"], "5.00");
@@ -34,8 +38,12 @@ async fn create_get_list_update_tenants_with_signup_credit() {
     let p = app.patch(&format!("/v1/tenants/{id}"), ADMIN, json!({ "status": "suspended" })).await;
     p.assert(200);
     assert_eq!(p.body["status"], "suspended");
-    app.patch(&format!("/v1/tenants/{id}"), ADMIN, json!({ "status": "gone" })).await.assert_error(400, "invalid_request");
-    app.patch(&format!("/v1/tenants/{}", uuid::Uuid::now_v7()), ADMIN, json!({ "name": "x" })).await.assert_error(404, "not_found");
+    app.patch(&format!("/v1/tenants/{id}"), ADMIN, json!({ "status": "gone" }))
+        .await
+        .assert_error(400, "invalid_request");
+    app.patch(&format!("/v1/tenants/{}", uuid::Uuid::now_v7()), ADMIN, json!({ "name": "x" }))
+        .await
+        .assert_error(404, "not_found");
 
     for i in 0..3 {
         app.create_tenant(&format!("t{i}")).await;
