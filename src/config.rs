@@ -45,6 +45,23 @@ pub struct Config {
     pub worker_interval: Duration,
     pub auth_cache_ttl: Duration,
     pub run_workers: bool,
+    /// Longest wait for one payment provider call; no answer by then is treated as unknown.
+    pub payment_timeout: Duration,
+    /// First delay before re-driving an attempt the provider did not answer (doubles per try).
+    pub payment_retry: Duration,
+    /// How long `pm_mock_slow` takes to answer.
+    pub mock_slow_delay: Duration,
+    /// Back-off after the first declined auto top-up (×4 per further decline).
+    pub auto_top_up_backoff: Duration,
+    pub webhook_timeout: Duration,
+    /// Delay before the first webhook retry (×4 per further failure, at most 10 hours).
+    pub webhook_backoff: Duration,
+    pub webhook_max_attempts: u32,
+    /// How long before a bonus lot expires the `credits.expiring` event is sent.
+    pub credits_expiring_notice: Duration,
+    /// Tests only: this mock instead of a fresh one, so that several instances in one
+    /// process share one provider the way replicas share a real one.
+    pub mock_provider: Option<std::sync::Arc<crate::payments::MockProvider>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +126,17 @@ impl Config {
             worker_interval: Duration::from_millis(parse(&var, "TALLY_WORKER_INTERVAL_MS", "1000")?),
             auth_cache_ttl: Duration::from_millis(parse(&var, "TALLY_AUTH_CACHE_TTL_MS", "5000")?),
             run_workers: parse(&var, "TALLY_RUN_WORKERS", "true")?,
+            payment_timeout: Duration::from_millis(parse(&var, "TALLY_PAYMENT_TIMEOUT_MS", "10000")?),
+            payment_retry: Duration::from_millis(parse(&var, "TALLY_PAYMENT_RETRY_MS", "5000")?),
+            mock_slow_delay: Duration::from_millis(parse(&var, "TALLY_MOCK_SLOW_MS", "3000")?),
+            auto_top_up_backoff: Duration::from_millis(parse(&var, "TALLY_AUTO_TOP_UP_BACKOFF_MS", "30000")?),
+            webhook_timeout: Duration::from_millis(parse(&var, "TALLY_WEBHOOK_TIMEOUT_MS", "10000")?),
+            webhook_backoff: Duration::from_millis(parse(&var, "TALLY_WEBHOOK_BACKOFF_MS", "5000")?),
+            webhook_max_attempts: parse(&var, "TALLY_WEBHOOK_MAX_ATTEMPTS", "10")?,
+            credits_expiring_notice: Duration::from_secs(
+                parse::<u64>(&var, "TALLY_CREDITS_EXPIRING_DAYS", "7")?.saturating_mul(86_400),
+            ),
+            mock_provider: None,
         })
         .and_then(Config::validated)
     }
@@ -126,6 +154,13 @@ impl Config {
         }
         if !self.top_up_min.is_positive() || self.top_up_max < self.top_up_min {
             return err("TALLY_TOP_UP_MAX", "must be at least TALLY_TOP_UP_MIN, which must be positive");
+        }
+        if self.payment_timeout.is_zero() || self.payment_timeout >= self.request_timeout {
+            // A manual top-up answers within its request: the provider call must end first.
+            return err("TALLY_PAYMENT_TIMEOUT_MS", "must be positive and less than TALLY_REQUEST_TIMEOUT_MS");
+        }
+        if self.webhook_max_attempts == 0 {
+            return err("TALLY_WEBHOOK_MAX_ATTEMPTS", "must be at least 1");
         }
         if self.top_up_bonus_percent < Decimal::ZERO || self.top_up_bonus_percent > Decimal::ONE_HUNDRED {
             return err("TALLY_TOP_UP_BONUS_PERCENT", "must be between 0 and 100");
@@ -224,6 +259,9 @@ mod tests {
             ("TALLY_CHARGE_BATCHING", "maybe"),
             ("TALLY_ADMIN_TOKEN", "short"),
             ("TALLY_PAYMENT_PROVIDER", "stripe"),
+            ("TALLY_PAYMENT_TIMEOUT_MS", "20000"),
+            ("TALLY_WEBHOOK_MAX_ATTEMPTS", "0"),
+            ("TALLY_AUTO_TOP_UP_BACKOFF_MS", "soon"),
         ] {
             let e = with(&[(k, v)]).unwrap_err();
             assert_eq!(e.var, k, "{e}");

@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod ledger;
 pub mod money;
+pub mod payments;
 pub mod pricing;
 pub mod services;
 pub mod startup;

@@ -70,11 +70,18 @@ pub async fn build_state(config: Config, pool: PgPool) -> Result<AppState, BoxEr
     prices::seed(&pool, book).await.map_err(|e| format!("seeding the price book: {e}"))?;
     let price_cache = PriceCache::default();
     price_cache.reload(&pool).await.map_err(|e| format!("loading the price book: {e}"))?;
+    let (provider, mock) = crate::payments::from_config(&config)?;
+    let webhook_client = crate::services::webhooks::client(config.webhook_timeout, config.allow_private_webhooks)?;
     let app = App {
         admin_token_hash: admin_token_hash(&config)?,
         auth_cache: AuthCache::new(config.auth_cache_ttl),
         prices: price_cache,
         charger: Charger::new(config.charge_batching, config.charge_batch_max),
+        provider,
+        mock,
+        faults: Default::default(),
+        auto_top_up: Default::default(),
+        webhook_client,
         pool,
         config,
     };

@@ -1,1 +1,180 @@
-fn main() {}
+//! `tally-bench`: a load benchmark of the real `tally` service over real HTTP, on a
+//! throwaway embedded PostgreSQL with fsync ON (durable commits, as in production).
+//!
+//! What it measures, in one run on one machine:
+//! 1. it starts one ephemeral embedded PostgreSQL cluster (fsync on) and creates a database;
+//! 2. for each configuration, `TALLY_CHARGE_BATCHING=off` (one locked transaction per charge)
+//!    and then `on` (group commit), it spawns the release `tally` binary found next to this
+//!    executable on that same database, waits for `/readyz`, runs the scenarios below, and
+//!    stops it with SIGTERM;
+//! 3. scenarios (each `--seconds` long, 10 s by default, 3 s with `--quick`):
+//!    - warm-up: 1 s of charges at 64 clients on a tenant of its own (opens the connections);
+//!    - hot tenant: charges of 0.01 on ONE tenant at 1, 8 and 64 concurrent clients;
+//!    - 10,000 tenants: each charge on a random tenant out of 10,000, 64 clients;
+//!    - estimates: `POST /v1/estimates` (pure pricing, no database write), 64 clients;
+//!    - exhaustion: 800 charges of 0.01 by 64 clients against exactly 5.00.
+//!
+//! Each client is a task on a separate multi-thread runtime sending one request at a time
+//! over a keep-alive connection, each with its own `Idempotency-Key`. Latency is measured
+//! from sending the request to having read the whole response body.
+//!
+//! After every scenario it checks, and prints `verified` or a `FAILED` line: the service's
+//! ledger check (`GET /v1/admin/ledger/check`); that every acknowledged charge (id from a
+//! 201) exists exactly once in the database and that the scenario's tenants gained no charge
+//! without an acknowledgement (transport errors and 5xx, whose outcome the client cannot
+//! know, are counted and allowed for, and reported); that the tenants' balances equal their
+//! funding minus their recorded charges, none below zero; and for the exhaustion scenario,
+//! exactly 500 × 201, 300 × 402 `insufficient_funds` and a final balance of 0.00.
+//!
+//! Timing figures are reported, never judged: the exit status is non-zero only when a
+//! correctness check fails or the benchmark cannot run.
+//!
+//! Run:
+//! ```text
+//! cargo build --release --bin tally --bin tally-bench
+//! target/release/tally-bench [--seconds 10] [--quick] [--tenants 10000]
+//! ```
+//! The service inherits the environment (so `TALLY_DB_POOL_SIZE`, `TALLY_CHARGE_BATCH_MAX`
+//! … can be varied); the bench sets `DATABASE_URL`, `TALLY_ADDR`, `TALLY_ADMIN_TOKEN`,
+//! `TALLY_CHARGE_BATCHING`, `TALLY_DATA_DIR` and `RUST_LOG=warn` itself, and runs it in the
+//! temporary directory so that no `.env` file changes what is measured.
+
+#[path = "bench/api.rs"]
+mod api;
+#[path = "bench/cluster.rs"]
+mod cluster;
+#[path = "bench/cpu.rs"]
+mod cpu;
+#[path = "bench/load.rs"]
+mod load;
+#[path = "bench/report.rs"]
+mod report;
+#[path = "bench/scenarios.rs"]
+mod scenarios;
+#[path = "bench/service.rs"]
+mod service;
+#[path = "bench/verify.rs"]
+mod verify;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tally::db::embedded::EmbeddedPostgres;
+
+use report::Row;
+use scenarios::{Batching, Shared};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const USAGE: &str = "usage: tally-bench [--seconds N] [--quick] [--tenants N]
+  --seconds N   length of each timed scenario (default 10)
+  --quick       3-second scenarios: a smoke run
+  --tenants N   tenants in the spread scenario (default 10000)";
+
+/// Command-line options.
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub seconds: u64,
+    pub tenants: usize,
+}
+
+impl Args {
+    fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+        let mut args = Args { seconds: 10, tenants: 10_000 };
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--quick" => args.seconds = 3,
+                "--seconds" => args.seconds = number(it.next(), "--seconds")?,
+                "--tenants" => args.tenants = number(it.next(), "--tenants")?,
+                "-h" | "--help" => return Err(String::new()),
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        Ok(args)
+    }
+}
+
+fn number<T: std::str::FromStr>(v: Option<String>, name: &str) -> Result<T, String> {
+    v.and_then(|v| v.parse().ok()).ok_or_else(|| format!("{name} needs a positive number"))
+}
+
+fn main() -> ExitCode {
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(a) if a.seconds > 0 && a.tenants > 0 => a,
+        Ok(_) => return usage_error("--seconds and --tenants must be positive"),
+        Err(msg) => return usage_error(&msg),
+    };
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            println!("\nFAILED: at least one correctness check failed (see the FAILED lines above)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("tally-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage_error(msg: &str) -> ExitCode {
+    if !msg.is_empty() {
+        eprintln!("tally-bench: {msg}");
+    }
+    eprintln!("{USAGE}");
+    ExitCode::from(2)
+}
+
+/// Starts the cluster (outside any async runtime: its start-up blocks), runs everything,
+/// and removes the cluster. Returns whether every check passed.
+fn run(args: &Args) -> Result<bool, BoxError> {
+    let tally = service_binary()?;
+    let busy_before = cpu::machine_load(Duration::from_secs(1));
+    let dir = std::env::temp_dir().join(format!("tally-bench-{}", std::process::id()));
+    let pg = cluster::start(&dir)?;
+    let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let load = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("bench-load").build()?;
+    let result = control.block_on(bench(args, &pg, &dir, &tally, load.handle(), busy_before));
+    drop(control);
+    load.shutdown_timeout(Duration::from_secs(5));
+    cluster::print_log_summary(&dir);
+    drop(pg); // stops PostgreSQL and removes its directory
+    result
+}
+
+/// `tally`, next to this executable.
+fn service_binary() -> Result<PathBuf, BoxError> {
+    let path = std::env::current_exe()?.with_file_name("tally");
+    if !path.is_file() {
+        return Err(format!(
+            "{} not found: build it with `cargo build --release --bin tally --bin tally-bench`",
+            path.display()
+        )
+        .into());
+    }
+    Ok(path)
+}
+
+async fn bench(
+    args: &Args,
+    pg: &EmbeddedPostgres,
+    dir: &Path,
+    tally: &Path,
+    load: &tokio::runtime::Handle,
+    busy_before: f64,
+) -> Result<bool, BoxError> {
+    let db = cluster::Database::create(pg, "tally_bench").await?;
+    report::print_header(&cluster::Machine::detect(&db.pool, busy_before).await?, args, tally);
+    let mut shared: Option<Shared> = None;
+    let mut rows: Vec<Row> = Vec::new();
+    for batching in [Batching::Off, Batching::On] {
+        let svc = service::Service::start(tally, batching, &db.url, dir).await?;
+        let result = scenarios::run_all(args, &svc, &db, load, &mut shared).await;
+        let stopped = svc.stop().await;
+        rows.extend(result?);
+        stopped?.print();
+    }
+    report::print_summary(&rows);
+    Ok(rows.iter().all(|r| r.verdict.passed()))
+}

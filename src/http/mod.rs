@@ -9,7 +9,8 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::LatencyUnit;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -19,6 +20,7 @@ use crate::state::AppState;
 pub mod admin;
 pub mod extract;
 pub mod money;
+pub mod money_in;
 pub mod openapi;
 pub mod ops;
 pub mod tenants;
@@ -39,6 +41,16 @@ pub fn router(state: AppState) -> Router {
             "/v1/tenants/{tenant_id}/api-keys/{key_id}",
             get(tenants::get_key).patch(tenants::update_key).delete(tenants::delete_key),
         )
+        .route("/v1/tenants/{tenant_id}/payment-method", put(money_in::put_payment_method))
+        .route("/v1/tenants/{tenant_id}/top-ups", post(money_in::create_top_up).get(money_in::list_top_ups))
+        .route("/v1/tenants/{tenant_id}/top-ups/{top_up_id}", get(money_in::get_top_up))
+        .route("/v1/tenants/{tenant_id}/top-ups/{top_up_id}/receipt", get(money_in::top_up_receipt))
+        .route(
+            "/v1/tenants/{tenant_id}/auto-top-up",
+            put(money_in::put_auto_top_up).get(money_in::get_auto_top_up).delete(money_in::delete_auto_top_up),
+        )
+        .route("/v1/tenants/{tenant_id}/webhook", put(money_in::put_webhook))
+        .route("/v1/tenants/{tenant_id}/events", get(money_in::list_events))
         .route("/v1/api-keys/verify", post(tenants::verify_key))
         .route("/v1/prices", get(admin::list_prices))
         .route("/v1/prices/{model}/versions", get(admin::price_versions))
@@ -68,10 +80,14 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(timeout, deadline))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| AppError::internal("handler panicked").into_response()))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Micros)),
+        )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, money, ops, tenants};
+use super::{admin, money, money_in, ops, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +15,9 @@ use super::{admin, money, ops, tenants};
         tenants::verify_key,
         money::estimate, money::create_charge, money::get_charge, money::refund_charge,
         money::create_hold, money::get_hold, money::capture_hold, money::release_hold,
+        money_in::put_payment_method, money_in::create_top_up, money_in::list_top_ups, money_in::get_top_up,
+        money_in::top_up_receipt, money_in::put_auto_top_up, money_in::get_auto_top_up, money_in::delete_auto_top_up,
+        money_in::put_webhook, money_in::list_events,
         admin::create_service_token, admin::adjust, admin::convert, admin::ledger_check,
         admin::put_price, admin::get_tenant_pricing, admin::put_tenant_pricing, admin::list_prices, admin::price_versions,
         ops::healthz, ops::readyz, ops::metrics,

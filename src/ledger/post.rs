@@ -89,8 +89,7 @@ pub async fn post(conn: &mut PgConnection, locked: &Locked, drafts: &[Draft]) ->
         total = total.checked_sub(d.tenant_delta()).expect("totals fit NUMERIC(20,6)");
     }
     posted.reverse();
-    insert_transactions(conn, tenant, drafts, &posted).await?;
-    insert_entries(conn, tenant, drafts).await?;
+    insert_rows(conn, tenant, drafts, &posted).await?;
     Ok(posted)
 }
 
@@ -169,85 +168,99 @@ async fn update_lots(
     Ok(())
 }
 
-async fn insert_transactions(
+/// Inserts the transactions and their entries in one statement (one round trip): the
+/// entries' foreign key is checked at the end of the statement, after both inserts.
+async fn insert_rows(
     conn: &mut PgConnection,
     tenant: Uuid,
     drafts: &[Draft],
     posted: &[Posted],
 ) -> Result<(), LedgerError> {
-    let n = drafts.len();
-    let (mut ids, mut kinds, mut descs, mut refs, mut actors, mut corrects, mut keys, mut totals, mut at) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for (d, p) in drafts.iter().zip(posted) {
-        ids.push(d.id);
-        kinds.push(d.kind.as_str());
-        descs.push(d.description.as_deref());
-        refs.push(sqlx::types::Json(&d.reference));
-        actors.push(d.actor.as_deref());
-        corrects.push(d.corrects);
-        keys.push(d.api_key_id);
-        totals.push(p.total_after.as_decimal());
-        at.push(d.created_at);
-    }
+    let t = TxnColumns::new(drafts, posted);
+    let e = EntryColumns::new(drafts);
     sqlx::query(
-        "INSERT INTO ledger_transactions \
-           (tenant_id, id, kind, description, reference, actor, corrects, api_key_id, total_after, created_at) \
-         SELECT $1, * FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::uuid[], \
-                                  $8::uuid[], $9::numeric[], $10::timestamptz[])",
+        "WITH txns AS ( \
+           INSERT INTO ledger_transactions \
+             (tenant_id, id, kind, description, reference, actor, corrects, api_key_id, total_after, created_at) \
+           SELECT $1, * FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::uuid[], \
+                                    $8::uuid[], $9::numeric[], $10::timestamptz[])) \
+         INSERT INTO ledger_entries (tenant_id, transaction_id, line, account, amount, lot_id) \
+         SELECT $1, * FROM UNNEST($11::uuid[], $12::int2[], $13::text[], $14::numeric[], $15::uuid[])",
     )
     .bind(tenant)
-    .bind(&ids)
-    .bind(&kinds)
-    .bind(&descs)
-    .bind(&refs)
-    .bind(&actors)
-    .bind(&corrects)
-    .bind(&keys)
-    .bind(&totals)
-    .bind(&at)
+    .bind(&t.ids)
+    .bind(&t.kinds)
+    .bind(&t.descs)
+    .bind(&t.refs)
+    .bind(&t.actors)
+    .bind(&t.corrects)
+    .bind(&t.keys)
+    .bind(&t.totals)
+    .bind(&t.at)
+    .bind(&e.txns)
+    .bind(&e.lines)
+    .bind(&e.accounts)
+    .bind(&e.amounts)
+    .bind(&e.lots)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-async fn insert_entries(conn: &mut PgConnection, tenant: Uuid, drafts: &[Draft]) -> Result<(), LedgerError> {
-    let n: usize = drafts.iter().map(|d| d.entries.len()).sum();
-    let (mut txns, mut lines, mut accounts, mut amounts, mut lots) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for d in drafts {
-        for (i, e) in d.entries.iter().enumerate() {
-            txns.push(d.id);
-            lines.push(i as i16);
-            accounts.push(e.account.as_str());
-            amounts.push(e.amount.as_decimal());
-            lots.push(e.lot);
+/// Column arrays of `ledger_transactions` for one UNNEST insert.
+#[derive(Default)]
+struct TxnColumns<'a> {
+    ids: Vec<Uuid>,
+    kinds: Vec<&'static str>,
+    descs: Vec<Option<&'a str>>,
+    refs: Vec<sqlx::types::Json<&'a serde_json::Value>>,
+    actors: Vec<Option<&'a str>>,
+    corrects: Vec<Option<Uuid>>,
+    keys: Vec<Option<Uuid>>,
+    totals: Vec<Decimal>,
+    at: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+impl<'a> TxnColumns<'a> {
+    fn new(drafts: &'a [Draft], posted: &[Posted]) -> Self {
+        let mut c = TxnColumns::default();
+        for (d, p) in drafts.iter().zip(posted) {
+            c.ids.push(d.id);
+            c.kinds.push(d.kind.as_str());
+            c.descs.push(d.description.as_deref());
+            c.refs.push(sqlx::types::Json(&d.reference));
+            c.actors.push(d.actor.as_deref());
+            c.corrects.push(d.corrects);
+            c.keys.push(d.api_key_id);
+            c.totals.push(p.total_after.as_decimal());
+            c.at.push(d.created_at);
         }
+        c
     }
-    sqlx::query(
-        "INSERT INTO ledger_entries (tenant_id, transaction_id, line, account, amount, lot_id) \
-         SELECT $1, * FROM UNNEST($2::uuid[], $3::int2[], $4::text[], $5::numeric[], $6::uuid[])",
-    )
-    .bind(tenant)
-    .bind(&txns)
-    .bind(&lines)
-    .bind(&accounts)
-    .bind(&amounts)
-    .bind(&lots)
-    .execute(conn)
-    .await?;
-    Ok(())
+}
+
+/// Column arrays of `ledger_entries` for one UNNEST insert.
+#[derive(Default)]
+struct EntryColumns {
+    txns: Vec<Uuid>,
+    lines: Vec<i16>,
+    accounts: Vec<&'static str>,
+    amounts: Vec<Decimal>,
+    lots: Vec<Option<Uuid>>,
+}
+
+impl EntryColumns {
+    fn new(drafts: &[Draft]) -> Self {
+        let mut c = EntryColumns::default();
+        for d in drafts {
+            for (i, e) in d.entries.iter().enumerate() {
+                c.txns.push(d.id);
+                c.lines.push(i as i16);
+                c.accounts.push(e.account.as_str());
+                c.amounts.push(e.amount.as_decimal());
+                c.lots.push(e.lot);
+            }
+        }
+        c
+    }
 }

@@ -10,9 +10,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::history::TransactionView;
+use super::in_transaction;
 use crate::error::{AppError, AppResult};
-use crate::idempotency::{self, IdempotencyKey, Stored};
-use crate::ledger::{self, Account, Draft, TxnKind};
+use crate::idempotency::{self, Fingerprint, IdempotencyKey, Stored};
+use crate::ledger::{self, Account, Draft, Locked, TxnKind};
 use crate::money::Money;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
@@ -94,18 +95,7 @@ pub async fn adjust(
     actor: String,
 ) -> AppResult<Stored> {
     let fp = idempotency::fingerprint("adjustment", &req);
-    let now = Utc::now();
-    let mut tx = pool.begin().await?;
-    if let Some(replay) = idempotency::begin(&mut tx, tenant_id, &key, &fp).await? {
-        return Ok(replay);
-    }
-    let locked = ledger::lock(&mut tx, tenant_id, now).await?.ok_or(AppError::NotFound)?;
-    let draft = adjustment_draft(&req, locked.funds.paid, &actor, now)?;
-    let posted = ledger::post(&mut tx, &locked, std::slice::from_ref(&draft)).await?;
-    let view = TransactionView::from_draft(&draft, posted[0].total_after);
-    let stored = idempotency::finish_json(&mut tx, tenant_id, &key, &fp, StatusCode::CREATED, &view).await?;
-    tx.commit().await?;
-    Ok(stored)
+    post_one(pool, tenant_id, key, fp, move |locked, now| adjustment_draft(&req, locked.funds.paid, &actor, now)).await
 }
 
 pub async fn convert(
@@ -128,23 +118,41 @@ pub async fn convert(
         ))
     })?;
     let fp = idempotency::fingerprint("credit_conversion", &req);
-    let now = Utc::now();
-    let mut tx = pool.begin().await?;
-    if let Some(replay) = idempotency::begin(&mut tx, tenant_id, &key, &fp).await? {
-        return Ok(replay);
-    }
-    let locked = ledger::lock(&mut tx, tenant_id, now).await?.ok_or(AppError::NotFound)?;
-    let draft = Draft::new(TxnKind::Conversion, now)
-        .description(Some(format!("Converted {} legacy credits", req.credits.normalize())))
-        .reference(json!({ "credits": req.credits.normalize().to_string(), "credits_per_usd": credits_per_usd.to_string(), "actor": actor }))
-        .actor(&actor)
-        .entry(Account::Paid, amount)
-        .entry(Account::Conversion, -amount);
-    let posted = ledger::post(&mut tx, &locked, std::slice::from_ref(&draft)).await?;
-    let view = TransactionView::from_draft(&draft, posted[0].total_after);
-    let stored = idempotency::finish_json(&mut tx, tenant_id, &key, &fp, StatusCode::CREATED, &view).await?;
-    tx.commit().await?;
-    Ok(stored)
+    let credits = req.credits.normalize();
+    post_one(pool, tenant_id, key, fp, move |_, now| {
+        Ok(Draft::new(TxnKind::Conversion, now)
+            .description(Some(format!("Converted {credits} legacy credits")))
+            .reference(json!({ "credits": credits.to_string(), "credits_per_usd": credits_per_usd.to_string(), "actor": actor }))
+            .actor(&actor)
+            .entry(Account::Paid, amount)
+            .entry(Account::Conversion, -amount))
+    })
+    .await
+}
+
+/// One idempotent ledger transaction, decided by `decide` under the tenant's lock; the
+/// response is the transaction as the tenant sees it.
+async fn post_one(
+    pool: PgPool,
+    tenant_id: Uuid,
+    key: IdempotencyKey,
+    fp: Fingerprint,
+    decide: impl FnOnce(&Locked, DateTime<Utc>) -> AppResult<Draft> + Send + 'static,
+) -> AppResult<Stored> {
+    in_transaction(&pool, move |tx| {
+        Box::pin(async move {
+            if let Some(replay) = idempotency::begin(tx, tenant_id, &key, &fp).await? {
+                return Ok(replay);
+            }
+            let now = Utc::now();
+            let locked = ledger::lock(tx, tenant_id, now).await?.ok_or(AppError::NotFound)?;
+            let draft = decide(&locked, now)?;
+            let posted = ledger::post(tx, &locked, std::slice::from_ref(&draft)).await?;
+            let view = TransactionView::from_draft(&draft, posted[0].total_after);
+            idempotency::finish_json(tx, tenant_id, &key, &fp, StatusCode::CREATED, &view).await
+        })
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -1,12 +1,34 @@
-//! Auto top-up configuration and state, as other services read it.
-//! (The worker and the configuration endpoints are built in the money-in work.)
+//! Auto top-up: its settings (`PUT/GET/DELETE …/auto-top-up`), the state other services
+//! read, the hot path's hooks, and the decision to start an attempt.
+//!
+//! Rules (see `top_up_attempts` for how an attempt runs):
+//! - when `available` is below `threshold`, one attempt charges `n × amount` for the
+//!   smallest whole `n ≥ 1` with `available + n × amount ≥ threshold` (the bonus it earns
+//!   does not count); with a `monthly_limit`, the largest whole multiple that still fits
+//!   this month's remaining room, and nothing when not even one `amount` fits;
+//! - at most one attempt in flight per tenant: decisions for a tenant are serialised by its
+//!   locked `auto_top_up` row, and the unique partial index on pending automatic top-ups
+//!   has the last word across replicas;
+//! - declines back off (`TALLY_AUTO_TOP_UP_BACKOFF_MS`, ×4 per decline) and the third in a
+//!   row turns auto top-up off with a reason; no answer from the provider is retried with
+//!   the same key and is not a decline.
 
-use serde::Serialize;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::error::{AppResult, AutoTopUpHint};
+use super::low_balance::{self, Setting};
+use super::payment_methods;
+use super::top_up_attempts::{self as attempts, NewAttempt};
+use super::top_ups::{self, TopUpRow};
+use crate::error::{AppError, AppResult, AutoTopUpHint};
 use crate::money::Money;
+use crate::state::App;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AutoTopUpSummary {
@@ -17,8 +39,98 @@ pub struct AutoTopUpSummary {
     pub state: String,
 }
 
-pub async fn summary(_pool: &PgPool, _tenant_id: Uuid) -> AppResult<AutoTopUpSummary> {
-    Ok(AutoTopUpSummary { enabled: false, threshold: None, amount: None, state: "disabled".into() })
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutoTopUpRequest {
+    pub enabled: bool,
+    /// Top up when `available` falls below this.
+    pub threshold: Money,
+    /// The unit charged; must satisfy the top-up limits.
+    pub amount: Money,
+    /// At most this much auto top-up per calendar month (UTC).
+    pub monthly_limit: Option<Money>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LastAttempt {
+    pub id: Uuid,
+    pub status: String,
+    pub amount: Money,
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AutoTopUpView {
+    pub enabled: bool,
+    pub threshold: Option<Money>,
+    pub amount: Option<Money>,
+    pub monthly_limit: Option<Money>,
+    /// `idle`, `in_flight`, `backing_off` or `disabled`.
+    pub state: String,
+    pub consecutive_failures: i32,
+    pub disabled_reason: Option<String>,
+    pub last_attempt: Option<LastAttempt>,
+    pub spent_this_month: Money,
+}
+
+/// Wakes this replica's auto top-up worker for a tenant (see `workers::auto_top_up`).
+pub struct Signal {
+    tx: mpsc::Sender<Uuid>,
+    rx: Mutex<Option<mpsc::Receiver<Uuid>>>,
+}
+
+impl Default for Signal {
+    fn default() -> Signal {
+        let (tx, rx) = mpsc::channel(4096);
+        Signal { tx, rx: Mutex::new(Some(rx)) }
+    }
+}
+
+impl Signal {
+    /// Never waits: when the worker is behind, the periodic sweep catches the tenant.
+    pub fn nudge(&self, tenant: Uuid) {
+        let _ = self.tx.try_send(tenant);
+    }
+    /// The worker's end of the channel (once).
+    pub fn take_receiver(&self) -> Option<mpsc::Receiver<Uuid>> {
+        self.rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+fn state_of(enabled: bool, in_flight: bool, backing_off: bool) -> &'static str {
+    match (enabled, in_flight, backing_off) {
+        (false, ..) => "disabled",
+        (true, true, _) => "in_flight",
+        (true, false, true) => "backing_off",
+        _ => "idle",
+    }
+}
+
+type StateRow = (bool, Decimal, Decimal, Option<Decimal>, i32, Option<String>, bool, bool);
+
+async fn state_row(pool: &PgPool, tenant: Uuid) -> AppResult<Option<StateRow>> {
+    Ok(sqlx::query_as(
+        "SELECT a.enabled, a.threshold, a.amount, a.monthly_limit, a.consecutive_failures, a.disabled_reason, \
+           EXISTS (SELECT 1 FROM top_ups p WHERE p.tenant_id = a.tenant_id AND p.source = 'auto' AND p.status = 'pending'), \
+           COALESCE(a.next_attempt_at > now(), false) \
+         FROM auto_top_up a WHERE a.tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub async fn summary(pool: &PgPool, tenant_id: Uuid) -> AppResult<AutoTopUpSummary> {
+    Ok(match state_row(pool, tenant_id).await? {
+        None => AutoTopUpSummary { enabled: false, threshold: None, amount: None, state: "disabled".into() },
+        Some((enabled, threshold, amount, _, _, _, in_flight, backing_off)) => AutoTopUpSummary {
+            enabled,
+            threshold: Some(Money::from_db(threshold)),
+            amount: Some(Money::from_db(amount)),
+            state: state_of(enabled, in_flight, backing_off).into(),
+        },
+    })
 }
 
 pub async fn hint(pool: &PgPool, tenant_id: Uuid) -> AppResult<AutoTopUpHint> {
@@ -26,16 +138,268 @@ pub async fn hint(pool: &PgPool, tenant_id: Uuid) -> AppResult<AutoTopUpHint> {
     Ok(AutoTopUpHint { enabled: s.enabled, in_flight: s.state == "in_flight" })
 }
 
-/// Called after a batch of charges or holds commits, with the tenant's `available` after it.
-pub fn on_spend(_app: &crate::state::App, _tenant_id: Uuid, _available: Money) {}
+/// Called after a batch of charges or holds commits, with the tenant's `available` after
+/// it: wakes the worker when the tenant is now below an enabled threshold. In memory only.
+pub fn on_spend(app: &App, tenant_id: Uuid, available: Money) {
+    if let Some(Some(s)) = low_balance::cached(tenant_id) {
+        if s.enabled && available < s.threshold {
+            app.auto_top_up.nudge(tenant_id);
+        }
+    }
+}
 
 /// Called inside a spending transaction (charges, holds) just before it commits, with
-/// `available` before and after it: the place to write outbox events in that transaction.
+/// `available` before and after it: writes `balance.low` / `balance.depleted`.
 pub async fn within_spend(
-    _conn: &mut sqlx::PgConnection,
-    _tenant_id: Uuid,
-    _available_before: Money,
-    _available_after: Money,
+    conn: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    available_before: Money,
+    available_after: Money,
 ) -> AppResult<()> {
+    low_balance::within_spend(conn, tenant_id, available_before, available_after).await
+}
+
+pub async fn get(pool: &PgPool, tenant: Uuid) -> AppResult<AutoTopUpView> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)").bind(tenant).fetch_one(pool).await?;
+    if !exists {
+        return Err(AppError::NotFound);
+    }
+    let last: Option<(Uuid, String, Decimal, Option<String>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT id, status, amount, error, COALESCE(completed_at, last_attempt_at, created_at) FROM top_ups \
+         WHERE tenant_id = $1 AND source = 'auto' ORDER BY id DESC LIMIT 1",
+    )
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await?;
+    let spent = spent_this_month(pool, tenant).await?;
+    let last_attempt = last.map(|(id, status, amount, error, at)| LastAttempt {
+        id,
+        status,
+        amount: Money::from_db(amount),
+        error,
+        at,
+    });
+    Ok(match state_row(pool, tenant).await? {
+        None => AutoTopUpView {
+            enabled: false,
+            threshold: None,
+            amount: None,
+            monthly_limit: None,
+            state: "disabled".into(),
+            consecutive_failures: 0,
+            disabled_reason: None,
+            last_attempt,
+            spent_this_month: spent,
+        },
+        Some((enabled, threshold, amount, limit, failures, reason, in_flight, backing_off)) => AutoTopUpView {
+            enabled,
+            threshold: Some(Money::from_db(threshold)),
+            amount: Some(Money::from_db(amount)),
+            monthly_limit: limit.map(Money::from_db),
+            state: state_of(enabled, in_flight, backing_off).into(),
+            consecutive_failures: failures,
+            disabled_reason: reason,
+            last_attempt,
+            spent_this_month: spent,
+        },
+    })
+}
+
+/// Automatic top-ups this calendar month (UTC) that succeeded or are in flight.
+async fn spent_this_month<'e>(conn: impl sqlx::PgExecutor<'e>, tenant: Uuid) -> AppResult<Money> {
+    let spent: Decimal = sqlx::query_scalar(
+        "SELECT COALESCE(sum(amount), 0) FROM top_ups WHERE tenant_id = $1 AND source = 'auto' \
+           AND status IN ('succeeded', 'pending') AND created_at >= date_trunc('month', now())",
+    )
+    .bind(tenant)
+    .fetch_one(conn)
+    .await?;
+    Ok(Money::from_db(spent))
+}
+
+/// Creates or replaces the settings. Enabling clears the failure count and back-off, and
+/// wakes the worker: a tenant already below the threshold gets an attempt at once.
+pub async fn put(app: &App, tenant: Uuid, req: AutoTopUpRequest) -> AppResult<AutoTopUpView> {
+    if !req.threshold.is_positive() {
+        return Err(AppError::invalid("threshold must be positive"));
+    }
+    top_ups::check_amount(&app.config, req.amount)?;
+    if req.monthly_limit.is_some_and(|l| l < req.amount) {
+        return Err(AppError::invalid("monthly_limit must be at least amount"));
+    }
+    let mut tx = app.pool.begin().await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)")
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !exists {
+        return Err(AppError::NotFound);
+    }
+    if req.enabled && payment_methods::card(&mut tx, tenant).await?.is_none() {
+        return Err(AppError::unprocessable(
+            "no payment method on file: set one with PUT /v1/tenants/{tenant_id}/payment-method",
+        ));
+    }
+    sqlx::query(
+        "INSERT INTO auto_top_up (tenant_id, enabled, threshold, amount, monthly_limit, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, now()) \
+         ON CONFLICT (tenant_id) DO UPDATE SET enabled = $2, threshold = $3, amount = $4, monthly_limit = $5, updated_at = now(), \
+           consecutive_failures = CASE WHEN $2 THEN 0 ELSE auto_top_up.consecutive_failures END, \
+           disabled_reason = CASE WHEN $2 THEN NULL ELSE auto_top_up.disabled_reason END, \
+           next_attempt_at = CASE WHEN $2 THEN NULL ELSE auto_top_up.next_attempt_at END",
+    )
+    .bind(tenant)
+    .bind(req.enabled)
+    .bind(req.threshold.as_decimal())
+    .bind(req.amount.as_decimal())
+    .bind(req.monthly_limit.map(Money::as_decimal))
+    .execute(&mut *tx)
+    .await?;
+    low_balance::announce(&mut tx, tenant).await?;
+    tx.commit().await?;
+    low_balance::remember(tenant, Some(Setting { threshold: req.threshold, enabled: req.enabled }));
+    if req.enabled {
+        app.auto_top_up.nudge(tenant);
+    }
+    get(&app.pool, tenant).await
+}
+
+pub async fn delete(pool: &PgPool, tenant: Uuid) -> AppResult<()> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)").bind(tenant).fetch_one(pool).await?;
+    if !exists {
+        return Err(AppError::NotFound);
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::query("UPDATE auto_top_up SET enabled = false, updated_at = now() WHERE tenant_id = $1")
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+    low_balance::announce(&mut tx, tenant).await?;
+    tx.commit().await?;
+    low_balance::forget(tenant);
     Ok(())
+}
+
+/// What one attempt charges: see the module rules. `None`: the monthly limit leaves no
+/// room for even one `amount`.
+pub fn attempt_amount(
+    available: Money,
+    threshold: Money,
+    amount: Money,
+    limit: Option<Money>,
+    spent: Money,
+) -> Option<Money> {
+    let (gap, step) = (threshold.as_decimal() - available.as_decimal(), amount.as_decimal());
+    if step <= Decimal::ZERO {
+        return None;
+    }
+    let mut n = (gap / step).ceil().max(Decimal::ONE);
+    if let Some(limit) = limit {
+        let room = ((limit.as_decimal() - spent.as_decimal()) / step).floor();
+        n = n.min(room);
+    }
+    if n < Decimal::ONE {
+        return None;
+    }
+    Money::from_decimal(n * step).ok()
+}
+
+/// Decides, under the tenant's `auto_top_up` row lock, whether an attempt is due, and
+/// commits it (pending, leased, with its provider key). `None`: nothing to do now.
+pub async fn begin_attempt(app: &App, tenant: Uuid) -> AppResult<Option<TopUpRow>> {
+    let mut tx = app.pool.begin().await?;
+    let decided = decide(&mut tx, app, tenant).await;
+    // Ended at once either way: the row lock must not outlive the decision.
+    match decided {
+        Ok(Some(row)) => {
+            tx.commit().await?;
+            Ok(Some(row))
+        }
+        other => {
+            tx.rollback().await?;
+            other
+        }
+    }
+}
+
+/// The part of [`begin_attempt`] inside its transaction.
+async fn decide(tx: &mut sqlx::PgConnection, app: &App, tenant: Uuid) -> AppResult<Option<TopUpRow>> {
+    let setting: Option<(Decimal, Decimal, Option<Decimal>)> = sqlx::query_as(
+        "SELECT threshold, amount, monthly_limit FROM auto_top_up a WHERE tenant_id = $1 AND enabled \
+           AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
+           AND NOT EXISTS (SELECT 1 FROM top_ups p WHERE p.tenant_id = a.tenant_id AND p.source = 'auto' AND p.status = 'pending') \
+         FOR UPDATE",
+    )
+    .bind(tenant)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((threshold, step, limit)) = setting else { return Ok(None) };
+    // Read after taking the lock, so a credit committed meanwhile is seen.
+    let (status, currency, available): (String, String, Decimal) = sqlx::query_as(
+        "SELECT t.status, b.currency, b.paid + COALESCE((SELECT sum(remaining) FROM bonus_lots l WHERE l.tenant_id = $1 \
+           AND l.remaining > 0 AND (l.expires_at IS NULL OR l.expires_at > now())), 0) \
+         FROM balances b JOIN tenants t ON t.id = b.tenant_id WHERE b.tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_one(&mut *tx)
+    .await?;
+    let (threshold, step) = (Money::from_db(threshold), Money::from_db(step));
+    let available = Money::from_db(available);
+    if status != "active" || available >= threshold {
+        return Ok(None);
+    }
+    let spent = spent_this_month(&mut *tx, tenant).await?;
+    let Some(amount) = attempt_amount(available, threshold, step, limit.map(Money::from_db), spent) else {
+        tracing::info!(%tenant, %spent, "auto top-up skipped: the monthly limit is reached");
+        return Ok(None);
+    };
+    let Some(card) = payment_methods::card(&mut *tx, tenant).await? else {
+        tracing::warn!(%tenant, "auto top-up skipped: no payment method on file");
+        return Ok(None);
+    };
+    let new = NewAttempt {
+        tenant,
+        source: "auto",
+        amount,
+        bonus: top_ups::bonus_for(&app.config, amount)?,
+        currency: &currency,
+        card: &card,
+        idempotency: None,
+        actor: "system:auto_top_up",
+    };
+    attempts::insert(&mut *tx, new, attempts::lease(app)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(s: &str) -> Money {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn one_charge_closes_the_whole_gap_in_whole_units() {
+        assert_eq!(attempt_amount(m("3"), m("10"), m("20"), None, Money::ZERO), Some(m("20")));
+        assert_eq!(attempt_amount(m("3"), m("50"), m("20"), None, Money::ZERO), Some(m("60")));
+        assert_eq!(attempt_amount(m("10"), m("50"), m("20"), None, Money::ZERO), Some(m("40")), "exactly reaches it");
+        assert_eq!(attempt_amount(m("0"), m("0.5"), m("20"), None, Money::ZERO), Some(m("20")), "n is at least 1");
+    }
+
+    #[test]
+    fn the_monthly_limit_caps_in_whole_units() {
+        assert_eq!(attempt_amount(m("0"), m("60"), m("20"), Some(m("100")), m("60")), Some(m("40")));
+        assert_eq!(attempt_amount(m("0"), m("60"), m("20"), Some(m("100")), m("90")), None);
+        assert_eq!(attempt_amount(m("0"), m("10"), m("20"), Some(m("20")), Money::ZERO), Some(m("20")));
+    }
+
+    #[test]
+    fn states() {
+        assert_eq!(state_of(false, true, true), "disabled");
+        assert_eq!(state_of(true, true, true), "in_flight");
+        assert_eq!(state_of(true, false, true), "backing_off");
+        assert_eq!(state_of(true, false, false), "idle");
+    }
 }

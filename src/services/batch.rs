@@ -66,32 +66,77 @@ struct Decided {
 }
 
 async fn execute(app: &App, tenant: Uuid, items: &[Item]) -> AppResult<Vec<AppResult<Stored>>> {
+    let mut tx = app.pool.begin().await?;
+    // An error rolls back explicitly, so the tenant's lock and the keys' advisory locks are
+    // free before the items are retried one by one.
+    let mut w = match write(app, tenant, items, &mut tx).await {
+        Ok(w) => w,
+        Err(e) => {
+            if let Err(rb) = tx.rollback().await {
+                tracing::warn!(error = %rb, "rollback failed");
+            }
+            return Err(e);
+        }
+    };
+    tx.commit().await?;
+
+    if !w.refused.is_empty() {
+        let hint = auto_top_up::hint(&app.pool, tenant).await?;
+        for (index, required, available) in w.refused {
+            w.out[index] = Some(Err(AppError::InsufficientFunds(Box::new(Shortfall {
+                required,
+                available,
+                shortfall: required.checked_sub(available).unwrap_or(required),
+                currency: w.currency.clone(),
+                auto_top_up: hint,
+            }))));
+        }
+    }
+    if let Some(available) = w.spent_down_to {
+        auto_top_up::on_spend(app, tenant, available);
+    }
+    Ok(finish(w.out))
+}
+
+/// What a batch wrote, and what is left to answer once it is committed.
+struct Written {
+    out: Vec<Option<AppResult<Stored>>>,
+    /// Items that did not fit: (index, required, available when decided).
+    refused: Vec<(usize, Money, Money)>,
+    currency: String,
+    /// `available` after the batch, when it spent anything.
+    spent_down_to: Option<Money>,
+}
+
+/// Decides every item in order under the tenant's lock and writes the effects; the caller
+/// commits.
+async fn write(app: &App, tenant: Uuid, items: &[Item], tx: &mut PgConnection) -> AppResult<Written> {
     let now = Utc::now();
     let mut out: Vec<Option<AppResult<Stored>>> = items.iter().map(|_| None).collect();
-    let mut tx = app.pool.begin().await?;
-
     let keys: Vec<_> = items.iter().map(|i| (&i.key, &i.fp)).collect();
-    for (slot, claim) in out.iter_mut().zip(idempotency::begin_many(&mut tx, tenant, &keys).await?) {
+    for (slot, claim) in out.iter_mut().zip(idempotency::begin_many(tx, tenant, &keys).await?) {
         match claim {
             Ok(None) => {}
             Ok(Some(replay)) => *slot = Some(Ok(replay)),
             Err(e) => *slot = Some(Err(e)),
         }
     }
-    let pending = |out: &[Option<AppResult<Stored>>]| out.iter().filter(|o| o.is_none()).count();
-    if pending(&out) == 0 {
-        tx.rollback().await?;
-        return Ok(finish(out));
+    let nothing_to_do = |out: Vec<Option<AppResult<Stored>>>| Written {
+        out,
+        refused: Vec::new(),
+        currency: String::new(),
+        spent_down_to: None,
+    };
+    if out.iter().all(|o| o.is_some()) {
+        return Ok(nothing_to_do(out));
     }
-
-    let Some(mut locked) = ledger::lock(&mut tx, tenant, now).await? else {
+    let Some(mut locked) = ledger::lock(tx, tenant, now).await? else {
         fill(&mut out, || Err(AppError::NotFound));
-        tx.rollback().await?;
-        return Ok(finish(out));
+        return Ok(nothing_to_do(out));
     };
     let needs_deal = items.iter().any(|i| matches!(i.spend.price, Price::Model { .. }));
-    let deal = if needs_deal { prices::deal(&mut tx, tenant).await? } else { None };
-    let known_keys = known_api_keys(&mut tx, tenant, items).await?;
+    let deal = if needs_deal { prices::deal(tx, tenant).await? } else { None };
+    let known_keys = known_api_keys(tx, tenant, items).await?;
     let available_before = locked.funds.available();
 
     let mut decided = Vec::new();
@@ -136,40 +181,28 @@ async fn execute(app: &App, tenant: Uuid, items: &[Item]) -> AppResult<Vec<AppRe
     }
 
     let drafts: Vec<Draft> = decided.iter().map(|d| d.draft.clone()).collect();
-    let posted = ledger::post(&mut tx, &locked, &drafts).await?;
+    let posted = ledger::post(tx, &locked, &drafts).await?;
     let mut stored = Vec::with_capacity(decided.len());
     for (d, p) in decided.iter().zip(&posted) {
         let body = response(app, tenant, &locked.currency, &items[d.index].spend.kind, d, p.total_after)?;
         stored.push((d.index, Stored { status: StatusCode::CREATED, body, replayed: false }));
     }
-    insert_rows(&mut tx, tenant, items, &decided, &posted).await?;
+    insert_rows(tx, tenant, items, &decided, &posted).await?;
     let done: Vec<_> = stored.iter().map(|(i, s)| (&items[*i].key, &items[*i].fp, s)).collect();
-    idempotency::finish_many(&mut tx, tenant, &done).await?;
+    idempotency::finish_many(tx, tenant, &done).await?;
     let final_available = locked.funds.available();
     if !decided.is_empty() {
-        auto_top_up::within_spend(&mut tx, tenant, available_before, final_available).await?;
+        auto_top_up::within_spend(tx, tenant, available_before, final_available).await?;
     }
-    tx.commit().await?;
-
     for (i, s) in stored {
         out[i] = Some(Ok(s));
     }
-    if !refused.is_empty() {
-        let hint = auto_top_up::hint(&app.pool, tenant).await?;
-        for (index, required, available) in refused {
-            out[index] = Some(Err(AppError::InsufficientFunds(Box::new(Shortfall {
-                required,
-                available,
-                shortfall: required.checked_sub(available).unwrap_or(required),
-                currency: locked.currency.clone(),
-                auto_top_up: hint,
-            }))));
-        }
-    }
-    if !decided.is_empty() {
-        auto_top_up::on_spend(app, tenant, final_available);
-    }
-    Ok(finish(out))
+    Ok(Written {
+        out,
+        refused,
+        currency: std::mem::take(&mut locked.currency),
+        spent_down_to: (!decided.is_empty()).then_some(final_available),
+    })
 }
 
 fn fill(out: &mut [Option<AppResult<Stored>>], f: impl Fn() -> AppResult<Stored>) {

@@ -53,6 +53,16 @@ async fn expire_tenant_lots(pool: &PgPool, tenant: Uuid) -> AppResult<usize> {
         })
         .collect();
     ledger::post(&mut tx, &locked, &drafts).await?;
+    if !due.is_empty() {
+        let amount = Money::checked_sum(due.iter().map(|(_, r, _)| Money::from_db(*r)))
+            .ok_or_else(|| AppError::internal("expiry sum overflow"))?;
+        let lots: Vec<_> = due
+            .iter()
+            .map(|(lot, r, e)| json!({ "lot_id": lot, "amount": Money::from_db(*r), "expires_at": e }))
+            .collect();
+        let data = json!({ "amount": amount, "currency": locked.currency, "lots": lots });
+        super::events::emit(&mut tx, tenant, super::events::EventType::CreditsExpired, data).await?;
+    }
     tx.commit().await?;
     Ok(drafts.len())
 }

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::balance::BalanceSummary;
 use super::charges::{ChargeView, Cost, FundedBy};
+use super::in_transaction;
 use super::prices;
 use crate::error::{AppError, AppResult};
 use crate::idempotency::{self, IdempotencyKey, Stored};
@@ -172,91 +173,95 @@ pub async fn capture(
 ) -> AppResult<Stored> {
     let fp = idempotency::fingerprint(&format!("capture:{hold_id}"), &req);
     let now = Utc::now();
-    let mut tx = app.pool.begin().await?;
-    if let Some(replay) = idempotency::begin(&mut tx, tenant, &key, &fp).await? {
-        return Ok(replay);
-    }
-    let (locked, row) = lock_hold(&mut tx, tenant, hold_id, now).await?;
-    ensure_active(&row, now)?;
-    let held = Money::from_db(row.amount);
-    let amount = match (&req.amount, &req.usage) {
-        (Some(_), Some(_)) => return Err(AppError::invalid("give `amount` or `usage`, not both")),
-        (Some(a), None) => *a,
-        (None, None) => held,
-        (None, Some(usage)) => {
-            let (Some(model), Some(version)) = (&row.model, row.price_version) else {
-                return Err(AppError::invalid("this hold names an amount, not a model: capture an `amount`"));
+    let pool = app.pool.clone();
+    in_transaction(&pool, move |tx| {
+        Box::pin(async move {
+            if let Some(replay) = idempotency::begin(tx, tenant, &key, &fp).await? {
+                return Ok(replay);
+            }
+            let (locked, row) = lock_hold(tx, tenant, hold_id, now).await?;
+            ensure_active(&row, now)?;
+            let held = Money::from_db(row.amount);
+            let amount = match (&req.amount, &req.usage) {
+                (Some(_), Some(_)) => return Err(AppError::invalid("give `amount` or `usage`, not both")),
+                (Some(a), None) => *a,
+                (None, None) => held,
+                (None, Some(usage)) => {
+                    let (Some(model), Some(version)) = (&row.model, row.price_version) else {
+                        return Err(AppError::invalid("this hold names an amount, not a model: capture an `amount`"));
+                    };
+                    let rule = prices::rule_version(tx, model, version).await?;
+                    let deal = prices::deal(tx, tenant).await?;
+                    pricing::quote(model, &rule, deal.as_ref(), usage)?.amount
+                }
             };
-            let rule = prices::rule_version(&mut tx, model, version).await?;
-            let deal = prices::deal(&mut tx, tenant).await?;
-            pricing::quote(model, &rule, deal.as_ref(), usage)?.amount
-        }
-    };
-    if !amount.is_positive() {
-        return Err(AppError::invalid("the captured amount must be positive; release the hold instead"));
-    }
-    if amount > held {
-        return Err(AppError::unprocessable(format!("cannot capture {amount}: the hold is for {held}")));
-    }
-    let (taken, rest) = row.funding().split_spending(amount);
-    let charge_id = new_id();
-    let capture = Draft::new(TxnKind::Usage, now)
-        .description(row.description.clone().or_else(|| row.model.as_ref().map(|m| format!("Usage: {m}"))))
-        .reference(json!({ "charge_id": charge_id, "hold_id": hold_id, "model": row.model }))
-        .api_key(row.api_key_id)
-        .entry(Account::Held, -amount)
-        .entry(Account::Revenue, amount);
-    let mut drafts = vec![capture];
-    if rest.total().is_positive() {
-        drafts.extend(release_drafts(&mut tx, tenant, hold_id, &rest, "captured", now).await?);
-    }
-    let posted = ledger::post(&mut tx, &locked, &drafts).await?;
-    let total_after = posted.last().expect("at least the capture").total_after;
-    let available_after =
-        total_after.checked_sub(locked.funds.held.checked_sub(held).unwrap_or_default()).unwrap_or_default();
-    sqlx::query(
-        "INSERT INTO charges (tenant_id, id, transaction_id, amount, funded_bonus, funded_paid, lots, model, price_version, \
-           usage, description, api_key_id, hold_id, total_after, available_after, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-    )
-    .bind(tenant)
-    .bind(charge_id)
-    .bind(drafts[0].id)
-    .bind(amount.as_decimal())
-    .bind(taken.bonus().as_decimal())
-    .bind(taken.paid.as_decimal())
-    .bind(Json(&taken.lots))
-    .bind(&row.model)
-    .bind(row.price_version)
-    .bind(&req.usage)
-    .bind(&drafts[0].description)
-    .bind(row.api_key_id)
-    .bind(hold_id)
-    .bind(total_after.as_decimal())
-    .bind(available_after.as_decimal())
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    resolve(&mut tx, tenant, hold_id, "captured", Some(charge_id), now).await?;
-    let view = ChargeView {
-        id: charge_id,
-        tenant_id: tenant,
-        status: "succeeded",
-        cost: Cost::new(amount, &locked.currency, app.config.credits_per_usd),
-        funded_by: FundedBy { bonus: taken.bonus(), paid: taken.paid },
-        balance: BalanceSummary { total: total_after, available: available_after },
-        refunded: Money::ZERO,
-        model: row.model.clone(),
-        price_version: row.price_version,
-        api_key_id: row.api_key_id,
-        hold_id: Some(hold_id),
-        description: drafts[0].description.clone(),
-        metadata: None,
-        created_at: now,
-    };
-    let stored = idempotency::finish_json(&mut tx, tenant, &key, &fp, StatusCode::CREATED, &view).await?;
-    tx.commit().await?;
-    Ok(stored)
+            if !amount.is_positive() {
+                return Err(AppError::invalid("the captured amount must be positive; release the hold instead"));
+            }
+            if amount > held {
+                return Err(AppError::unprocessable(format!("cannot capture {amount}: the hold is for {held}")));
+            }
+            let (taken, rest) = row.funding().split_spending(amount);
+            let charge_id = new_id();
+            let capture = Draft::new(TxnKind::Usage, now)
+                .description(row.description.clone().or_else(|| row.model.as_ref().map(|m| format!("Usage: {m}"))))
+                .reference(json!({ "charge_id": charge_id, "hold_id": hold_id, "model": row.model }))
+                .api_key(row.api_key_id)
+                .entry(Account::Held, -amount)
+                .entry(Account::Revenue, amount);
+            let mut drafts = vec![capture];
+            if rest.total().is_positive() {
+                drafts.extend(release_drafts(tx, tenant, hold_id, &rest, "captured", now).await?);
+            }
+            let posted = ledger::post(tx, &locked, &drafts).await?;
+            let total_after = posted.last().expect("at least the capture").total_after;
+            let available_after =
+                total_after.checked_sub(locked.funds.held.checked_sub(held).unwrap_or_default()).unwrap_or_default();
+            sqlx::query(
+                "INSERT INTO charges (tenant_id, id, transaction_id, amount, funded_bonus, funded_paid, lots, model, price_version, \
+                   usage, description, api_key_id, hold_id, total_after, available_after, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            )
+            .bind(tenant)
+            .bind(charge_id)
+            .bind(drafts[0].id)
+            .bind(amount.as_decimal())
+            .bind(taken.bonus().as_decimal())
+            .bind(taken.paid.as_decimal())
+            .bind(Json(&taken.lots))
+            .bind(&row.model)
+            .bind(row.price_version)
+            .bind(&req.usage)
+            .bind(&drafts[0].description)
+            .bind(row.api_key_id)
+            .bind(hold_id)
+            .bind(total_after.as_decimal())
+            .bind(available_after.as_decimal())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            resolve(tx, tenant, hold_id, "captured", Some(charge_id), now).await?;
+            let view = ChargeView {
+                id: charge_id,
+                tenant_id: tenant,
+                status: "succeeded",
+                cost: Cost::new(amount, &locked.currency, app.config.credits_per_usd),
+                funded_by: FundedBy { bonus: taken.bonus(), paid: taken.paid },
+                balance: BalanceSummary { total: total_after, available: available_after },
+                refunded: Money::ZERO,
+                model: row.model.clone(),
+                price_version: row.price_version,
+                api_key_id: row.api_key_id,
+                hold_id: Some(hold_id),
+                description: drafts[0].description.clone(),
+                metadata: None,
+                created_at: now,
+            };
+            let stored = idempotency::finish_json(tx, tenant, &key, &fp, StatusCode::CREATED, &view).await?;
+            Ok(stored)
+        })
+    })
+    .await
 }
 
 /// The drafts that move `funding` from held back to where it came from.
@@ -298,25 +303,37 @@ async fn resolve(
 /// Releases an active hold (`released`), or an overdue one (`expired`, by the worker).
 pub async fn release(pool: PgPool, tenant: Uuid, hold_id: Uuid, expire: bool) -> AppResult<HoldView> {
     let now = Utc::now();
-    let mut tx = pool.begin().await?;
-    let (locked, row) = lock_hold(&mut tx, tenant, hold_id, now).await?;
-    if expire {
-        if row.status != "active" || row.expires_at > now {
-            return Err(AppError::Conflict("the hold is not overdue".into()));
-        }
-    } else {
-        ensure_active(&row, now)?;
-    }
-    let status = if expire { "expired" } else { "released" };
-    let drafts = release_drafts(&mut tx, tenant, hold_id, &row.funding(), status, now).await?;
-    ledger::post(&mut tx, &locked, &drafts).await?;
-    resolve(&mut tx, tenant, hold_id, status, None, now).await?;
-    tx.commit().await?;
-    let currency = locked.currency.clone();
-    let mut row = row;
-    row.status = status.into();
-    row.resolved_at = Some(now);
-    Ok(row.view(&currency, None))
+    in_transaction(&pool, move |tx| {
+        Box::pin(async move {
+            let (locked, row) = lock_hold(tx, tenant, hold_id, now).await?;
+            if expire {
+                if row.status != "active" || row.expires_at > now {
+                    return Err(AppError::Conflict("the hold is not overdue".into()));
+                }
+            } else {
+                ensure_active(&row, now)?;
+            }
+            let status = if expire { "expired" } else { "released" };
+            let drafts = release_drafts(tx, tenant, hold_id, &row.funding(), status, now).await?;
+            ledger::post(tx, &locked, &drafts).await?;
+            resolve(tx, tenant, hold_id, status, None, now).await?;
+            if expire {
+                let data = json!({
+                    "hold_id": hold_id,
+                    "amount": Money::from_db(row.amount),
+                    "currency": locked.currency,
+                    "expires_at": row.expires_at,
+                });
+                super::events::emit(tx, tenant, super::events::EventType::HoldExpired, data).await?;
+            }
+            let currency = locked.currency.clone();
+            let mut row = row;
+            row.status = status.into();
+            row.resolved_at = Some(now);
+            Ok(row.view(&currency, None))
+        })
+    })
+    .await
 }
 
 /// Overdue holds, for the expiry worker.

@@ -6,6 +6,9 @@
 
 use std::future::Future;
 
+use futures::future::BoxFuture;
+use sqlx::{PgConnection, PgPool};
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -19,12 +22,42 @@ pub mod batch;
 pub mod charger;
 pub mod charges;
 pub mod estimates;
+pub mod events;
 pub mod expiry;
+pub mod expiry_notices;
 pub mod history;
 pub mod holds;
+pub mod low_balance;
+pub mod payment_methods;
 pub mod prices;
+pub mod receipts;
 pub mod refunds;
 pub mod tenants;
+pub mod top_up_attempts;
+pub mod top_ups;
+pub mod webhooks;
+
+/// Runs `work` in one transaction: commits when it returns `Ok`, rolls back explicitly when
+/// it returns `Err`, so every lock it took (the tenant's row, the advisory lock on an
+/// idempotency key) is released before the answer leaves and a quick retry never sees it.
+pub async fn in_transaction<T, F>(pool: &PgPool, work: F) -> AppResult<T>
+where
+    F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, AppResult<T>>,
+{
+    let mut tx = pool.begin().await?;
+    match work(&mut tx).await {
+        Ok(v) => {
+            tx.commit().await?;
+            Ok(v)
+        }
+        Err(e) => {
+            if let Err(rb) = tx.rollback().await {
+                tracing::warn!(error = %rb, "rollback failed");
+            }
+            Err(e)
+        }
+    }
+}
 
 /// Runs `work` on its own task: the request's cancellation cannot drop it half-way.
 pub async fn detached<T: Send + 'static>(work: impl Future<Output = AppResult<T>> + Send + 'static) -> AppResult<T> {

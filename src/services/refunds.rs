@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::balance::BalanceSummary;
+use super::in_transaction;
 use crate::error::{AppError, AppResult};
 use crate::idempotency::{self, IdempotencyKey, Stored};
 use crate::ids::new_id;
@@ -68,87 +69,90 @@ pub async fn refund(
     }
     let fp = idempotency::fingerprint(&format!("refund:{charge_id}"), &req);
     let now = Utc::now();
-    let mut tx = pool.begin().await?;
-    if let Some(replay) = idempotency::begin(&mut tx, tenant, &key, &fp).await? {
-        return Ok(replay);
-    }
-    let locked = ledger::lock(&mut tx, tenant, now).await?.ok_or(AppError::NotFound)?;
-    let charge: Option<(Decimal, Decimal, Json<Vec<LotPart>>)> =
-        sqlx::query_as("SELECT amount, funded_paid, lots FROM charges WHERE tenant_id = $1 AND id = $2")
+    in_transaction(&pool, move |tx| {
+        Box::pin(async move {
+            if let Some(replay) = idempotency::begin(tx, tenant, &key, &fp).await? {
+                return Ok(replay);
+            }
+            let locked = ledger::lock(tx, tenant, now).await?.ok_or(AppError::NotFound)?;
+            let charge: Option<(Decimal, Decimal, Json<Vec<LotPart>>)> =
+                sqlx::query_as("SELECT amount, funded_paid, lots FROM charges WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant)
+                    .bind(charge_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let (_, paid, lots) = charge.ok_or(AppError::NotFound)?;
+            let charged = Funding { lots: lots.0, paid: Money::from_db(paid) };
+            let earlier: Vec<(Decimal, Json<Vec<LotPart>>)> =
+                sqlx::query_as("SELECT to_paid, lots FROM refunds WHERE tenant_id = $1 AND charge_id = $2")
+                    .bind(tenant)
+                    .bind(charge_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let earlier: Vec<Funding> =
+                earlier.into_iter().map(|(p, l)| Funding { lots: l.0, paid: Money::from_db(p) }).collect();
+            let left = charged.minus(&earlier);
+            let refundable = left.total();
+            let amount = req.amount.unwrap_or(refundable);
+            if refundable.is_zero() {
+                return Err(AppError::Conflict("the charge is already fully refunded".into()));
+            }
+            if amount > refundable {
+                return Err(AppError::unprocessable(format!(
+                    "cannot refund {amount}: {refundable} of the charge's {} is left to refund",
+                    charged.total()
+                )));
+            }
+            let back = left.take_for_refund(amount);
+            let refund_id = new_id();
+            let draft = Draft::new(TxnKind::Refund, now)
+                .description(Some(reason.clone()))
+                .reference(json!({ "refund_id": refund_id, "charge_id": charge_id, "reason": reason, "actor": actor }))
+                .actor(&actor)
+                .entry(Account::Revenue, -amount);
+            let (draft, expiry) = ledger::give_back(tx, tenant, draft, &back, now).await?;
+            let expired = expiry
+                .as_ref()
+                .and_then(|e| Money::checked_sum(e.entries.iter().filter(|x| x.account == Account::Expired).map(|x| x.amount)))
+                .unwrap_or_default();
+            let drafts: Vec<Draft> = std::iter::once(draft).chain(expiry).collect();
+            let posted = ledger::post(tx, &locked, &drafts).await?;
+            let total_after = posted.last().expect("the refund").total_after;
+            sqlx::query(
+                "INSERT INTO refunds (tenant_id, id, charge_id, transaction_id, amount, to_bonus, to_paid, lots, reason, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
             .bind(tenant)
+            .bind(refund_id)
             .bind(charge_id)
-            .fetch_optional(&mut *tx)
+            .bind(drafts[0].id)
+            .bind(amount.as_decimal())
+            .bind(back.bonus().as_decimal())
+            .bind(back.paid.as_decimal())
+            .bind(Json(&back.lots))
+            .bind(&reason)
+            .bind(now)
+            .execute(&mut *tx)
             .await?;
-    let (_, paid, lots) = charge.ok_or(AppError::NotFound)?;
-    let charged = Funding { lots: lots.0, paid: Money::from_db(paid) };
-    let earlier: Vec<(Decimal, Json<Vec<LotPart>>)> =
-        sqlx::query_as("SELECT to_paid, lots FROM refunds WHERE tenant_id = $1 AND charge_id = $2")
-            .bind(tenant)
-            .bind(charge_id)
-            .fetch_all(&mut *tx)
-            .await?;
-    let earlier: Vec<Funding> =
-        earlier.into_iter().map(|(p, l)| Funding { lots: l.0, paid: Money::from_db(p) }).collect();
-    let left = charged.minus(&earlier);
-    let refundable = left.total();
-    let amount = req.amount.unwrap_or(refundable);
-    if refundable.is_zero() {
-        return Err(AppError::Conflict("the charge is already fully refunded".into()));
-    }
-    if amount > refundable {
-        return Err(AppError::unprocessable(format!(
-            "cannot refund {amount}: {refundable} of the charge's {} is left to refund",
-            charged.total()
-        )));
-    }
-    let back = left.take_for_refund(amount);
-    let refund_id = new_id();
-    let draft = Draft::new(TxnKind::Refund, now)
-        .description(Some(reason.clone()))
-        .reference(json!({ "refund_id": refund_id, "charge_id": charge_id, "reason": reason, "actor": actor }))
-        .actor(&actor)
-        .entry(Account::Revenue, -amount);
-    let (draft, expiry) = ledger::give_back(&mut tx, tenant, draft, &back, now).await?;
-    let expired = expiry
-        .as_ref()
-        .and_then(|e| Money::checked_sum(e.entries.iter().filter(|x| x.account == Account::Expired).map(|x| x.amount)))
-        .unwrap_or_default();
-    let drafts: Vec<Draft> = std::iter::once(draft).chain(expiry).collect();
-    let posted = ledger::post(&mut tx, &locked, &drafts).await?;
-    let total_after = posted.last().expect("the refund").total_after;
-    sqlx::query(
-        "INSERT INTO refunds (tenant_id, id, charge_id, transaction_id, amount, to_bonus, to_paid, lots, reason, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(tenant)
-    .bind(refund_id)
-    .bind(charge_id)
-    .bind(drafts[0].id)
-    .bind(amount.as_decimal())
-    .bind(back.bonus().as_decimal())
-    .bind(back.paid.as_decimal())
-    .bind(Json(&back.lots))
-    .bind(&reason)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    let view = RefundView {
-        id: refund_id,
-        charge_id,
-        tenant_id: tenant,
-        amount,
-        currency: locked.currency.clone(),
-        reason,
-        to_bonus: back.bonus(),
-        to_paid: back.paid,
-        expired,
-        balance: BalanceSummary {
-            total: total_after,
-            available: total_after.checked_sub(locked.funds.held).unwrap_or_default(),
-        },
-        created_at: now,
-    };
-    let stored = idempotency::finish_json(&mut tx, tenant, &key, &fp, StatusCode::CREATED, &view).await?;
-    tx.commit().await?;
-    Ok(stored)
+            let view = RefundView {
+                id: refund_id,
+                charge_id,
+                tenant_id: tenant,
+                amount,
+                currency: locked.currency.clone(),
+                reason,
+                to_bonus: back.bonus(),
+                to_paid: back.paid,
+                expired,
+                balance: BalanceSummary {
+                    total: total_after,
+                    available: total_after.checked_sub(locked.funds.held).unwrap_or_default(),
+                },
+                created_at: now,
+            };
+            let stored = idempotency::finish_json(tx, tenant, &key, &fp, StatusCode::CREATED, &view).await?;
+            Ok(stored)
+        })
+    })
+    .await
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::in_transaction;
 use super::{Page, PageParams};
 use crate::config::Config;
 use crate::error::{AppError, AppResult};
@@ -59,40 +60,44 @@ pub async fn create(pool: PgPool, cfg: &Config, req: CreateTenant) -> AppResult<
         return Err(AppError::invalid("currency: only USD is supported"));
     }
     let now = Utc::now();
-    let mut tx = pool.begin().await?;
-    let tenant: Tenant = sqlx::query_as(&format!(
-        "INSERT INTO tenants ({COLUMNS}) VALUES ($1, $2, $3, $4, 'active', $5) RETURNING {COLUMNS}"
-    ))
-    .bind(new_id())
-    .bind(req.name.trim())
-    .bind(&req.external_ref)
-    .bind(&currency)
-    .bind(now)
-    .fetch_one(&mut *tx)
+    let (signup_credit, signup_days) = (cfg.signup_credit, cfg.signup_credit_expires_days);
+    in_transaction(&pool, move |tx| {
+        Box::pin(async move {
+            let tenant: Tenant = sqlx::query_as(&format!(
+                "INSERT INTO tenants ({COLUMNS}) VALUES ($1, $2, $3, $4, 'active', $5) RETURNING {COLUMNS}"
+            ))
+            .bind(new_id())
+            .bind(req.name.trim())
+            .bind(&req.external_ref)
+            .bind(&currency)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => {
+                    AppError::Conflict("a tenant with this external_ref already exists".into())
+                }
+                _ => e.into(),
+            })?;
+            sqlx::query("INSERT INTO balances (tenant_id, currency) VALUES ($1, $2)")
+                .bind(tenant.id)
+                .bind(&currency)
+                .execute(&mut *tx)
+                .await?;
+            if signup_credit.is_positive() {
+                let locked =
+                    ledger::lock(tx, tenant.id, now).await?.ok_or_else(|| AppError::internal("tenant vanished"))?;
+                let expires = signup_days.map(|d| now + Duration::days(d.into()));
+                let draft = Draft::new(TxnKind::Signup, now)
+                    .description(Some("Signup credit".into()))
+                    .actor("system")
+                    .grant_lot(Account::Promotions, TxnKind::Signup, signup_credit, expires);
+                ledger::post(tx, &locked, &[draft]).await?;
+            }
+            Ok(tenant)
+        })
+    })
     .await
-    .map_err(|e| match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => {
-            AppError::Conflict("a tenant with this external_ref already exists".into())
-        }
-        _ => e.into(),
-    })?;
-    sqlx::query("INSERT INTO balances (tenant_id, currency) VALUES ($1, $2)")
-        .bind(tenant.id)
-        .bind(&currency)
-        .execute(&mut *tx)
-        .await?;
-    if cfg.signup_credit.is_positive() {
-        let locked =
-            ledger::lock(&mut tx, tenant.id, now).await?.ok_or_else(|| AppError::internal("tenant vanished"))?;
-        let expires = cfg.signup_credit_expires_days.map(|d| now + Duration::days(d.into()));
-        let draft = Draft::new(TxnKind::Signup, now)
-            .description(Some("Signup credit".into()))
-            .actor("system")
-            .grant_lot(Account::Promotions, TxnKind::Signup, cfg.signup_credit, expires);
-        ledger::post(&mut tx, &locked, &[draft]).await?;
-    }
-    tx.commit().await?;
-    Ok(tenant)
 }
 
 pub async fn get(pool: &PgPool, id: Uuid) -> AppResult<Tenant> {

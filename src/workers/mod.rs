@@ -6,12 +6,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::services::expiry;
+use crate::services::{expiry, expiry_notices};
 use crate::state::AppState;
 
-/// Runs the periodic work until `stop` turns true; each pass finishes before it stops.
+pub mod auto_top_up;
+pub mod webhooks;
+
+/// Runs the periodic work, the auto top-up worker and webhook delivery until `stop` turns
+/// true; each finishes its pass (and its provider calls) before the returned task ends.
 pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(async move {
+    let money_in = [auto_top_up::spawn(state.clone(), stop.clone()), webhooks::spawn(state.clone(), stop.clone())];
+    let periodic = tokio::spawn(async move {
         let every = state.config.worker_interval;
         let mut last_purge = Instant::now() - Duration::from_secs(3600);
         loop {
@@ -24,6 +29,12 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> JoinHandle<()>
                 return;
             }
         }
+    });
+    tokio::spawn(async move {
+        let _ = periodic.await;
+        for worker in money_in {
+            let _ = worker.await;
+        }
     })
 }
 
@@ -34,6 +45,9 @@ async fn tick(state: &AppState, last_purge: &mut Instant) {
     }
     if let Err(e) = expiry::expire_lots(pool, 200).await {
         tracing::error!(error = %e, "credit expiry failed");
+    }
+    if let Err(e) = expiry_notices::notify_expiring(pool, state.config.credits_expiring_notice, 200).await {
+        tracing::error!(error = %e, "credits.expiring notices failed");
     }
     if let Err(e) = state.prices.reload(pool).await {
         tracing::error!(error = %e, "price book reload failed");

@@ -147,6 +147,7 @@ impl TestApp {
     }
 
     /// Stops the server (in-flight requests finish) as a replica going away would.
+    #[allow(dead_code)]
     pub async fn shutdown(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -263,6 +264,9 @@ impl Drop for TestApp {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
+        if let Some(h) = self.server.take() {
+            h.abort();
+        }
     }
 }
 
@@ -343,7 +347,7 @@ impl Process {
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("the tally binary");
+        let mut child = cmd.spawn().expect("the tally binary");
         let base = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
         for _ in 0..200 {
@@ -354,6 +358,8 @@ impl Process {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("tally did not become ready");
     }
 

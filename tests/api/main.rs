@@ -3,6 +3,7 @@
 mod helpers;
 
 mod adjustments;
+mod auto_top_up;
 mod bad_input;
 mod batching;
 mod charges;
@@ -15,3 +16,5 @@ mod pricing;
 mod refunds;
 mod restart;
 mod tenants;
+mod top_ups;
+mod webhooks;

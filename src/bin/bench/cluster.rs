@@ -1,0 +1,97 @@
+//! The throwaway PostgreSQL cluster, the database the services share, and the machine.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use tally::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
+
+use crate::BoxError;
+
+/// An ephemeral cluster under `dir`, fsync ON: commits are as durable as in production.
+pub fn start(dir: &Path) -> Result<EmbeddedPostgres, BoxError> {
+    Ok(EmbeddedPostgres::start(EmbeddedOptions {
+        dir: dir.to_path_buf(),
+        ephemeral: true,
+        fsync: true,
+        max_connections: 200,
+    })?)
+}
+
+/// The benchmark database: a URL for the service and a small pool for the checks.
+pub struct Database {
+    pub url: String,
+    pub pool: PgPool,
+    /// For the CPU figures.
+    pub postmaster_pid: u32,
+}
+
+impl Database {
+    pub async fn create(pg: &EmbeddedPostgres, name: &str) -> Result<Database, BoxError> {
+        let opts = pg.ensure_database(name).await?;
+        let url = database_url(&opts)?;
+        let pool = PgPoolOptions::new().max_connections(4).connect_with(opts).await?;
+        let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&pool).await?;
+        let postmaster_pid = crate::cpu::parent_of(backend as u32).ok_or("cannot find the postmaster's pid")?;
+        Ok(Database { url, pool, postmaster_pid })
+    }
+}
+
+/// `postgres://<role>@localhost/<db>?host=<socket dir>`: the cluster listens only on its
+/// Unix socket.
+fn database_url(opts: &PgConnectOptions) -> Result<String, BoxError> {
+    let socket = opts.get_socket().ok_or("the embedded cluster has no socket")?;
+    let socket = socket.to_str().ok_or("socket path is not UTF-8")?;
+    let host: String = url::form_urlencoded::byte_serialize(socket.as_bytes()).collect();
+    let db = opts.get_database().ok_or("no database name")?;
+    Ok(format!("postgres://{}@localhost/{db}?host={host}", opts.get_username()))
+}
+
+/// What the figures were measured on.
+pub struct Machine {
+    pub cpus: usize,
+    pub model: String,
+    pub memory: String,
+    pub postgres: String,
+    /// Cores busy on the machine just before the run (other work disturbs the figures).
+    pub busy_before: f64,
+}
+
+impl Machine {
+    pub async fn detect(pool: &PgPool, busy_before: f64) -> Result<Machine, BoxError> {
+        let postgres: String = sqlx::query_scalar("SELECT version()").fetch_one(pool).await?;
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        Ok(Machine {
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            model: field(&cpuinfo, "model name").unwrap_or_else(|| "unknown".into()),
+            memory: field(&meminfo, "MemTotal").unwrap_or_else(|| "unknown".into()),
+            postgres,
+            busy_before,
+        })
+    }
+}
+
+/// The value of the first `name: value` line.
+fn field(text: &str, name: &str) -> Option<String> {
+    text.lines().filter_map(|l| l.split_once(':')).find(|(k, _)| k.trim() == name).map(|(_, v)| v.trim().to_string())
+}
+
+/// Warnings and errors PostgreSQL logged during the run, grouped by message.
+pub fn print_log_summary(dir: &Path) {
+    let text = std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(at) = ["WARNING:", "ERROR:", "FATAL:", "PANIC:"].iter().find_map(|level| line.find(level)) {
+            *counts.entry(line[at..].to_string()).or_default() += 1;
+        }
+    }
+    let total: usize = counts.values().sum();
+    println!("\nPostgreSQL log: {total} warning/error lines");
+    let mut top: Vec<_> = counts.into_iter().collect();
+    top.sort_by_key(|e| std::cmp::Reverse(e.1));
+    for (msg, n) in top.iter().take(10) {
+        println!("  {n:>7} × {msg}");
+    }
+}

@@ -1,0 +1,242 @@
+//! The scenarios, run against one service configuration.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::runtime::Handle;
+use uuid::Uuid;
+
+use crate::api::Admin;
+use crate::cluster::Database;
+use crate::cpu;
+use crate::load::{self, Plan, Request, Until};
+use crate::report::Row;
+use crate::service::Service;
+use crate::verify::{Check, Expect, Snapshot};
+use crate::{Args, BoxError};
+
+/// Every charge of the benchmark.
+const CHARGE: &str = "0.01";
+/// A hot tenant's funding: enough never to run out.
+const HOT_FUNDING: &str = "1000000.00";
+/// Each tenant of the spread scenario.
+const SPREAD_FUNDING: &str = "1000.00";
+/// The exhaustion scenario: this many charges against this much.
+const EXHAUSTION_FUNDING: &str = "5.00";
+const EXHAUSTION_REQUESTS: usize = 800;
+/// Cores used by unrelated processes above which a scenario's figures are flagged.
+const DISTURBED: f64 = 0.25;
+/// Tenants are created this many at a time.
+const SETUP_CONCURRENCY: usize = 32;
+
+/// `TALLY_CHARGE_BATCHING`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batching {
+    Off,
+    On,
+}
+
+impl Batching {
+    pub fn name(self) -> &'static str {
+        match self {
+            Batching::Off => "off",
+            Batching::On => "on",
+        }
+    }
+}
+
+/// Created once, under the first configuration, and reused by the second.
+pub struct Shared {
+    token: String,
+    tenants: Vec<Uuid>,
+    bodies: Arc<Vec<String>>,
+}
+
+async fn setup(admin: &Admin, tenants: usize) -> Result<Shared, BoxError> {
+    let started = Instant::now();
+    let token = admin.service_token("bench").await?;
+    let tenants = admin.funded_tenants(tenants, SPREAD_FUNDING, SETUP_CONCURRENCY).await?;
+    let bodies = Arc::new(tenants.iter().map(|t| charge_body(*t)).collect());
+    eprintln!(
+        "[bench] setup: a service token and {} tenants funded with {SPREAD_FUNDING} each in {:.1} s",
+        tenants.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Shared { token, tenants, bodies })
+}
+
+fn charge_body(tenant: Uuid) -> String {
+    json!({ "tenant_id": tenant, "amount": CHARGE }).to_string()
+}
+
+fn decimal(s: &str) -> Decimal {
+    s.parse().expect("a decimal constant")
+}
+
+/// Runs every scenario against `svc`, creating the shared tenants on first use.
+pub async fn run_all(
+    args: &Args,
+    svc: &Service,
+    db: &Database,
+    load: &Handle,
+    shared: &mut Option<Shared>,
+) -> Result<Vec<Row>, BoxError> {
+    let admin = Admin::new(&svc.base)?;
+    if shared.is_none() {
+        *shared = Some(setup(&admin, args.tenants).await?);
+    }
+    let shared = shared.as_ref().expect("set above");
+    settle(&db.pool).await?;
+    let run = Runner {
+        svc,
+        db: &db.pool,
+        postmaster_pid: db.postmaster_pid,
+        load,
+        admin: &admin,
+        shared,
+        http: load::http_client(64),
+    };
+    let timed = Duration::from_secs(args.seconds);
+    let mut rows = vec![run.hot_tenant("warm-up", 64, Duration::from_secs(1)).await?];
+    for clients in [1, 8, 64] {
+        rows.push(run.hot_tenant("hot tenant", clients, timed).await?);
+    }
+    rows.push(run.spread(64, timed).await?);
+    rows.push(run.estimates(64, timed).await?);
+    rows.push(run.exhaustion(64).await?);
+    Ok(rows)
+}
+
+/// Starts each configuration from the same state: no vacuum or analyze left for autovacuum
+/// to do in the middle of a scenario (after the setup's inserts, or the other
+/// configuration's charges), no dirty buffers left for the checkpointer.
+async fn settle(db: &PgPool) -> Result<(), BoxError> {
+    let started = Instant::now();
+    sqlx::raw_sql("VACUUM ANALYZE").execute(db).await?;
+    sqlx::raw_sql("CHECKPOINT").execute(db).await?;
+    eprintln!("[bench] VACUUM ANALYZE and CHECKPOINT in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+struct Runner<'a> {
+    svc: &'a Service,
+    db: &'a PgPool,
+    postmaster_pid: u32,
+    load: &'a Handle,
+    admin: &'a Admin,
+    shared: &'a Shared,
+    /// The load client, reused across scenarios (its connections stay open).
+    http: reqwest::Client,
+}
+
+/// One scenario: what to send, for how long, and what to check on which tenants.
+struct Scenario<'t> {
+    name: String,
+    clients: usize,
+    request: Request,
+    until: Until,
+    tenants: &'t [Uuid],
+    expect: Expect,
+}
+
+impl Runner<'_> {
+    /// (a) charges on one tenant funded never to run out.
+    async fn hot_tenant(&self, name: &str, clients: usize, d: Duration) -> Result<Row, BoxError> {
+        let tenant = self.admin.funded_tenant("bench-hot", HOT_FUNDING).await?;
+        self.measure(Scenario {
+            name: name.into(),
+            clients,
+            request: Request::Charge(Arc::new(vec![charge_body(tenant)])),
+            until: Until::Elapsed(d),
+            tenants: &[tenant],
+            expect: Expect::All("201"),
+        })
+        .await
+    }
+
+    /// (b) each charge on a random tenant out of the shared ones.
+    async fn spread(&self, clients: usize, d: Duration) -> Result<Row, BoxError> {
+        self.measure(Scenario {
+            name: format!("{} tenants", self.shared.tenants.len()),
+            clients,
+            request: Request::Charge(self.shared.bodies.clone()),
+            until: Until::Elapsed(d),
+            tenants: &self.shared.tenants,
+            expect: Expect::All("201"),
+        })
+        .await
+    }
+
+    /// (c) estimates: pricing only, no database write.
+    async fn estimates(&self, clients: usize, d: Duration) -> Result<Row, BoxError> {
+        let body = json!({
+            "model": "gpt-4o-mini",
+            "usage": { "input_tokens": 1200, "output_tokens": 350 },
+        });
+        self.measure(Scenario {
+            name: "estimates".into(),
+            clients,
+            request: Request::Estimate(Arc::new(body.to_string())),
+            until: Until::Elapsed(d),
+            tenants: &[],
+            expect: Expect::All("200"),
+        })
+        .await
+    }
+
+    /// (d) more charges than the balance allows, all at once.
+    async fn exhaustion(&self, clients: usize) -> Result<Row, BoxError> {
+        let tenant = self.admin.funded_tenant("bench-exhaustion", EXHAUSTION_FUNDING).await?;
+        self.measure(Scenario {
+            name: "exhaustion".into(),
+            clients,
+            request: Request::Charge(Arc::new(vec![charge_body(tenant)])),
+            until: Until::Total(EXHAUSTION_REQUESTS),
+            tenants: &[tenant],
+            expect: Expect::Exhaustion {
+                funded: decimal(EXHAUSTION_FUNDING),
+                amount: decimal(CHARGE),
+                requests: EXHAUSTION_REQUESTS as u64,
+            },
+        })
+        .await
+    }
+
+    /// Snapshot, load (on the load runtime), checks; prints the row.
+    async fn measure(&self, s: Scenario<'_>) -> Result<Row, BoxError> {
+        let before = Snapshot::take(self.db, s.tenants).await?;
+        let plan = Plan {
+            base: self.svc.base.clone(),
+            token: self.shared.token.clone(),
+            clients: s.clients,
+            request: s.request,
+            until: s.until,
+            key_prefix: format!("bench-{}-{}", self.svc.batching.name(), Uuid::new_v4().simple()),
+        };
+        let cpu_before = cpu::Sample::take(self.svc.pid(), self.postmaster_pid);
+        let outcome = self.load.spawn(load::run(self.http.clone(), plan)).await?;
+        let cpu = cpu_before.until(&cpu::Sample::take(self.svc.pid(), self.postmaster_pid));
+        let check = Check {
+            db: self.db,
+            admin: self.admin,
+            tenants: s.tenants,
+            amount: decimal(CHARGE),
+            before,
+            expect: s.expect,
+        };
+        let mut verdict = check.run(&outcome).await?;
+        if cpu.others() > DISTURBED {
+            verdict.notes.push(format!(
+                "other processes kept {:.2} cores busy during this scenario: its figures are disturbed",
+                cpu.others()
+            ));
+        }
+        let row = Row { batching: self.svc.batching, scenario: s.name, clients: s.clients, outcome, cpu, verdict };
+        row.progress();
+        row.print();
+        Ok(row)
+    }
+}

@@ -1,0 +1,153 @@
+//! The auto top-up worker, one per replica.
+//!
+//! It reacts to this replica's spends at once (a [`Signal`](crate::services::auto_top_up::Signal)
+//! from the charge path, coalesced for a few milliseconds), and sweeps the database every
+//! `TALLY_WORKER_INTERVAL_MS` for what any replica missed: tenants below an enabled
+//! threshold with no attempt in flight, and pending attempts whose re-drive is due
+//! (a crash, a timeout or an unavailable provider left them pending), and manual attempts
+//! abandoned by their client after the provider refused them.
+//!
+//! It also runs the listener that keeps the hot path's cache of settings coherent across
+//! replicas (`services::low_balance`).
+//!
+//! Replicas coordinate only through Postgres (see `services::auto_top_up` and
+//! `services::top_up_attempts`); provider calls run on their own tasks, so a slow provider
+//! never delays the next decision, and shutdown waits for the calls in progress.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use uuid::Uuid;
+
+use crate::services::top_up_attempts::{self as attempts, Settled};
+use crate::services::top_ups::TopUpRow;
+use crate::services::{auto_top_up, low_balance};
+use crate::state::AppState;
+
+/// How long a wake-up waits for more tenants before it decides.
+const COALESCE: Duration = Duration::from_millis(10);
+/// Provider calls in progress per replica; beyond that, the sweep picks the rest up later.
+const MAX_RUNNING: usize = 32;
+/// Rows and tenants looked at per sweep.
+const SWEEP_BATCH: i64 = 100;
+
+pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    let listener = tokio::spawn(low_balance::listen(state.pool.clone(), stop.clone()));
+    tokio::spawn(async move {
+        let mut wakeups = state.auto_top_up.take_receiver();
+        let mut running = JoinSet::new();
+        let mut sweep = tokio::time::interval(state.config.worker_interval);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                Some(first) = next_wakeup(&mut wakeups) => {
+                    let tenants = coalesce(first, wakeups.as_mut()).await;
+                    for tenant in tenants {
+                        start(&state, tenant, &mut running).await;
+                    }
+                }
+                _ = sweep.tick() => run_sweep(&state, &mut running).await,
+                _ = stop.changed() => break,
+            }
+            while running.try_join_next().is_some() {}
+        }
+        while running.join_next().await.is_some() {}
+        let _ = listener.await;
+    })
+}
+
+async fn next_wakeup(rx: &mut Option<mpsc::Receiver<Uuid>>) -> Option<Uuid> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn coalesce(first: Uuid, rx: Option<&mut mpsc::Receiver<Uuid>>) -> HashSet<Uuid> {
+    let mut tenants = HashSet::from([first]);
+    if let Some(rx) = rx {
+        let deadline = tokio::time::sleep(COALESCE);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                Some(t) = rx.recv() => { tenants.insert(t); }
+                _ = &mut deadline => break,
+            }
+        }
+    }
+    tenants
+}
+
+/// Decides for one tenant and, when an attempt is due, runs it on its own task.
+async fn start(state: &AppState, tenant: Uuid, running: &mut JoinSet<()>) {
+    if running.len() >= MAX_RUNNING {
+        return;
+    }
+    match auto_top_up::begin_attempt(state, tenant).await {
+        Ok(Some(row)) => {
+            running.spawn(run(state.clone(), row));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(%tenant, error = %e, "auto top-up decision failed"),
+    }
+}
+
+async fn run(state: AppState, row: TopUpRow) {
+    let (tenant, id) = (row.tenant_id, row.id);
+    match attempts::run(&state, row).await {
+        Ok(Settled::Succeeded { view, .. }) => {
+            tracing::info!(%tenant, top_up = %id, amount = %view.amount, "top-up succeeded")
+        }
+        Ok(Settled::Declined { reason, .. }) => tracing::warn!(%tenant, top_up = %id, reason, "top-up declined"),
+        Ok(Settled::NoAnswer | Settled::AlreadySettled) => {}
+        Err(e) => tracing::error!(%tenant, top_up = %id, error = %e, "top-up attempt failed"),
+    }
+}
+
+async fn run_sweep(state: &AppState, running: &mut JoinSet<()>) {
+    if let Err(e) = redrive_due(state, running).await {
+        tracing::error!(error = %e, "re-driving pending top-ups failed");
+    }
+    if let Err(e) = attempts::abandon_stale(&state.pool, attempts::ABANDON_AFTER, SWEEP_BATCH).await {
+        tracing::error!(error = %e, "closing abandoned top-ups failed");
+    }
+    match below_threshold(state).await {
+        Ok(tenants) => {
+            for tenant in tenants {
+                start(state, tenant, running).await;
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "auto top-up sweep failed"),
+    }
+}
+
+/// Pending attempts whose lease ended without an outcome: same row, same provider key.
+async fn redrive_due(state: &AppState, running: &mut JoinSet<()>) -> crate::error::AppResult<()> {
+    for (tenant, id) in attempts::due(&state.pool, SWEEP_BATCH).await? {
+        if running.len() >= MAX_RUNNING {
+            break;
+        }
+        let mut conn = state.pool.acquire().await?;
+        if let Some(row) = attempts::claim(&mut conn, tenant, id, attempts::lease(state)).await? {
+            tracing::info!(%tenant, top_up = %id, attempts = row.attempts, "re-driving a pending top-up with its provider key");
+            running.spawn(run(state.clone(), row));
+        }
+    }
+    Ok(())
+}
+
+/// Tenants below an enabled threshold, out of back-off, with no attempt in flight.
+async fn below_threshold(state: &AppState) -> crate::error::AppResult<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "SELECT a.tenant_id FROM auto_top_up a JOIN balances b ON b.tenant_id = a.tenant_id \
+         WHERE a.enabled AND (a.next_attempt_at IS NULL OR a.next_attempt_at <= now()) \
+           AND b.paid + b.bonus < a.threshold \
+           AND NOT EXISTS (SELECT 1 FROM top_ups p WHERE p.tenant_id = a.tenant_id AND p.source = 'auto' AND p.status = 'pending') \
+         LIMIT $1",
+    )
+    .bind(SWEEP_BATCH)
+    .fetch_all(&state.pool)
+    .await?)
+}
