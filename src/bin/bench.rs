@@ -176,5 +176,6 @@ async fn bench(
         stopped?.print();
     }
     report::print_summary(&rows);
+    db.pool.close().await;
     Ok(rows.iter().all(|r| r.verdict.passed()))
 }
