@@ -204,6 +204,30 @@ impl Drop for EmbeddedPostgres {
     }
 }
 
+/// A directory for an ephemeral cluster owned by this process.
+pub fn ephemeral_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("tally-test-{}", std::process::id()))
+}
+
+/// Removes ephemeral clusters whose owning process is gone (killed before it could clean
+/// up; its server died with it). Their pid is in the directory name.
+pub fn reap_abandoned() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("tally-test-")).and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let dir = e.path();
+        let _ = fs::remove_dir_all(socket_dir_for(&dir.join("pg")));
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
+
 fn server_settings(opts: &EmbeddedOptions) -> Vec<(&'static str, String)> {
     let mut s = vec![
         ("listen_addresses", String::new()),

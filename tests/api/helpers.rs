@@ -37,7 +37,8 @@ fn start_cluster() -> Cluster {
     let (admin, embedded) = match std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
         Some(url) => (url.parse::<PgConnectOptions>().expect("DATABASE_URL").database("postgres"), None),
         None => {
-            let dir = std::env::temp_dir().join(format!("tally-test-{}", std::process::id()));
+            tally::db::embedded::reap_abandoned();
+            let dir = tally::db::embedded::ephemeral_dir();
             let pg =
                 EmbeddedPostgres::start(EmbeddedOptions { dir, ephemeral: true, fsync: false, max_connections: 300 })
                     .expect("embedded postgres for tests (install PostgreSQL or set DATABASE_URL)");
