@@ -169,6 +169,33 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
+/// The admin token. As an extractor placed before the path and body, it answers 403
+/// before anything else in the request is read.
+pub struct Admin(pub Principal);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let p = Principal::from_request_parts(parts, state).await?;
+        p.require_admin()?;
+        Ok(Admin(p))
+    }
+}
+
+/// A generation backend: a service token or the admin token, checked first like [`Admin`].
+pub struct Backend(pub Principal);
+
+impl FromRequestParts<AppState> for Backend {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let p = Principal::from_request_parts(parts, state).await?;
+        p.require_backend()?;
+        Ok(Backend(p))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

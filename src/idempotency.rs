@@ -64,22 +64,7 @@ pub async fn begin(
     key: &IdempotencyKey,
     fp: &Fingerprint,
 ) -> AppResult<Option<Stored>> {
-    let (got, found): (bool, Option<(Vec<u8>, i16, Vec<u8>)>) = {
-        let row: (bool, Option<Vec<u8>>, Option<i16>, Option<Vec<u8>>) = sqlx::query_as(
-            "SELECT pg_try_advisory_xact_lock($3), k.fingerprint, k.status, k.body \
-             FROM (SELECT 1) one LEFT JOIN idempotency_keys k ON k.tenant_id = $1 AND k.key = $2",
-        )
-        .bind(tenant)
-        .bind(&key.0)
-        .bind(key.lock_id(tenant))
-        .fetch_one(conn)
-        .await?;
-        (row.0, row.1.zip(row.2).zip(row.3).map(|((f, s), b)| (f, s, b)))
-    };
-    if !got {
-        return Err(AppError::RequestInProgress);
-    }
-    replay_or_refuse(found, fp)
+    begin_many(conn, tenant, &[(key, fp)]).await?.pop().expect("one key, one answer")
 }
 
 pub fn replay_or_refuse(found: Option<(Vec<u8>, i16, Vec<u8>)>, fp: &Fingerprint) -> AppResult<Option<Stored>> {
@@ -127,33 +112,49 @@ pub async fn finish_json(
     finish(conn, tenant, key, fp, status, bytes).await
 }
 
-/// [`begin`] for a batch, in one round trip. A key that appears twice in one batch is in
-/// flight for its second occurrence.
+/// [`begin`] for a batch. A key that appears twice in one batch is in flight for its
+/// second occurrence.
+///
+/// Two statements, on purpose: the stored keys are read only after the advisory locks are
+/// held, with a snapshot taken after that. A request that held the lock released it only
+/// once its commit was visible, so its key cannot be missed (one statement would read
+/// with a snapshot taken before the lock was won, and run the effect a second time).
 pub async fn begin_many(
     conn: &mut PgConnection,
     tenant: Uuid,
     keys: &[(&IdempotencyKey, &Fingerprint)],
 ) -> AppResult<Vec<AppResult<Option<Stored>>>> {
-    let names: Vec<&str> = keys.iter().map(|(k, _)| k.0.as_str()).collect();
     let locks: Vec<i64> = keys.iter().map(|(k, _)| k.lock_id(tenant)).collect();
-    type Row = (String, bool, Option<Vec<u8>>, Option<i16>, Option<Vec<u8>>);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT u.key, pg_try_advisory_xact_lock(u.lock), k.fingerprint, k.status, k.body \
-         FROM UNNEST($2::text[], $3::int8[]) AS u(key, lock) \
-         LEFT JOIN idempotency_keys k ON k.tenant_id = $1 AND k.key = u.key",
+    let got: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_try_advisory_xact_lock(u.lock) FROM UNNEST($1::int8[]) WITH ORDINALITY AS u(lock, i) ORDER BY u.i",
     )
-    .bind(tenant)
-    .bind(&names)
     .bind(&locks)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
-    let mut by_key: std::collections::HashMap<String, Row> = rows.into_iter().map(|r| (r.0.clone(), r)).collect();
+    let names: Vec<&str> = keys.iter().zip(&got).filter(|(_, g)| **g).map(|((k, _), _)| k.0.as_str()).collect();
+    type Row = (String, Vec<u8>, i16, Vec<u8>);
+    let stored: Vec<Row> = if names.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as(
+            "SELECT key, fingerprint, status, body FROM idempotency_keys WHERE tenant_id = $1 AND key = ANY($2)",
+        )
+        .bind(tenant)
+        .bind(&names)
+        .fetch_all(conn)
+        .await?
+    };
+    let mut stored: std::collections::HashMap<String, (Vec<u8>, i16, Vec<u8>)> =
+        stored.into_iter().map(|(k, f, s, b)| (k, (f, s, b))).collect();
+    let mut seen = std::collections::HashSet::new();
     Ok(keys
         .iter()
-        .map(|(k, fp)| match by_key.remove(&k.0) {
-            None => Err(AppError::RequestInProgress),
-            Some((_, false, ..)) => Err(AppError::RequestInProgress),
-            Some((_, true, f, s, b)) => replay_or_refuse(f.zip(s).zip(b).map(|((f, s), b)| (f, s, b)), fp),
+        .zip(got)
+        .map(|((k, fp), got)| {
+            if !got || !seen.insert(k.0.as_str()) {
+                return Err(AppError::RequestInProgress);
+            }
+            replay_or_refuse(stored.remove(&k.0), fp)
         })
         .collect())
 }

@@ -168,7 +168,7 @@ async fn bench(
     report::print_header(&cluster::Machine::detect(&db.pool, busy_before).await?, args, tally);
     let mut shared: Option<Shared> = None;
     let mut rows: Vec<Row> = Vec::new();
-    for batching in [Batching::Off, Batching::On] {
+    for batching in [Batching::On, Batching::Off] {
         let svc = service::Service::start(tally, batching, &db.url, dir).await?;
         let result = scenarios::run_all(args, &svc, &db, load, &mut shared).await;
         let stopped = svc.stop().await;

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use super::extract::{ApiJson, ApiPath, JsonResponse};
-use crate::auth::Principal;
+use crate::auth::{Admin, Principal};
 use crate::error::AppResult;
 use crate::idempotency::IdempotencyKey;
 use crate::ledger::check::{self, CheckReport};
@@ -23,10 +23,9 @@ use crate::state::AppState;
     responses((status = 201, body = CreatedServiceToken)))]
 pub async fn create_service_token(
     State(s): State<AppState>,
-    p: Principal,
+    _: Admin,
     ApiJson(req): ApiJson<CreateKey>,
 ) -> AppResult<Response> {
-    p.require_admin()?;
     Ok(JsonResponse(StatusCode::CREATED, api_keys::create_service_token(&s.pool, &req.name).await?).into_response())
 }
 
@@ -35,12 +34,11 @@ pub async fn create_service_token(
     responses((status = 201, body = TransactionView), (status = 422, description = "would take paid below zero")))]
 pub async fn adjust(
     State(s): State<AppState>,
-    p: Principal,
+    Admin(p): Admin,
     headers: HeaderMap,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<AdjustmentRequest>,
 ) -> AppResult<Response> {
-    p.require_admin()?;
     let key = IdempotencyKey::from_headers(&headers)?;
     Ok(detached(adjustments::adjust(s.pool.clone(), id, key, req, p.actor())).await?.into_response())
 }
@@ -50,20 +48,18 @@ pub async fn adjust(
     responses((status = 201, body = TransactionView)))]
 pub async fn convert(
     State(s): State<AppState>,
-    p: Principal,
+    Admin(p): Admin,
     headers: HeaderMap,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<ConversionRequest>,
 ) -> AppResult<Response> {
-    p.require_admin()?;
     let key = IdempotencyKey::from_headers(&headers)?;
     let rate = s.config.credits_per_usd;
     Ok(detached(adjustments::convert(s.pool.clone(), id, key, req, rate, p.actor())).await?.into_response())
 }
 
 #[utoipa::path(get, path = "/v1/admin/ledger/check", tag = "admin", responses((status = 200, body = CheckReport)))]
-pub async fn ledger_check(State(s): State<AppState>, p: Principal) -> AppResult<Response> {
-    p.require_admin()?;
+pub async fn ledger_check(State(s): State<AppState>, _: Admin) -> AppResult<Response> {
     let pool = s.pool.clone();
     let report = detached(async move { Ok(check::run(&pool).await?) }).await?;
     Ok(JsonResponse(StatusCode::OK, report).into_response())
@@ -73,11 +69,10 @@ pub async fn ledger_check(State(s): State<AppState>, p: Principal) -> AppResult<
     responses((status = 200, body = PriceVersion)))]
 pub async fn put_price(
     State(s): State<AppState>,
-    p: Principal,
+    _: Admin,
     ApiPath(model): ApiPath<String>,
     ApiJson(rule): ApiJson<PriceRule>,
 ) -> AppResult<Response> {
-    p.require_admin()?;
     let v = detached(prices::put(s.pool.clone(), s.prices.clone(), model, rule)).await?;
     Ok(JsonResponse(StatusCode::OK, v).into_response())
 }
@@ -85,10 +80,9 @@ pub async fn put_price(
 #[utoipa::path(get, path = "/v1/admin/tenants/{tenant_id}/pricing", tag = "pricing", responses((status = 200, body = TenantPricingView)))]
 pub async fn get_tenant_pricing(
     State(s): State<AppState>,
-    p: Principal,
+    _: Admin,
     ApiPath(id): ApiPath<Uuid>,
 ) -> AppResult<Response> {
-    p.require_admin()?;
     Ok(JsonResponse(StatusCode::OK, prices::get_deal(&s.pool, id).await?).into_response())
 }
 
@@ -97,11 +91,10 @@ pub async fn get_tenant_pricing(
     responses((status = 200, body = TenantPricingView)))]
 pub async fn put_tenant_pricing(
     State(s): State<AppState>,
-    p: Principal,
+    _: Admin,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(deal): ApiJson<TenantPricing>,
 ) -> AppResult<Response> {
-    p.require_admin()?;
     Ok(JsonResponse(StatusCode::OK, prices::put_deal(&s.pool, &s.prices, id, deal).await?).into_response())
 }
 

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use super::extract::{ApiJson, ApiPath, JsonResponse};
-use crate::auth::Principal;
+use crate::auth::{Backend, Principal};
 use crate::error::AppResult;
 use crate::idempotency::IdempotencyKey;
 use crate::services::charges::{self, ChargeRequest, ChargeView, HoldRequest};
@@ -36,11 +36,10 @@ pub async fn estimate(
               (status = 403, description = "tenant suspended")))]
 pub async fn create_charge(
     State(s): State<AppState>,
-    p: Principal,
+    _: Backend,
     headers: HeaderMap,
     ApiJson(req): ApiJson<ChargeRequest>,
 ) -> AppResult<Response> {
-    p.require_backend()?;
     let key = IdempotencyKey::from_headers(&headers)?;
     Ok(charges::charge(&s.0, key, req).await?.into_response())
 }
@@ -57,14 +56,13 @@ pub async fn get_charge(State(s): State<AppState>, p: Principal, ApiPath(id): Ap
     responses((status = 201, body = RefundView), (status = 422, description = "more than is left to refund")))]
 pub async fn refund_charge(
     State(s): State<AppState>,
-    p: Principal,
+    Backend(p): Backend,
     headers: HeaderMap,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<RefundRequest>,
 ) -> AppResult<Response> {
     let tenant = refunds::tenant_of_charge(&s.pool, id).await?;
     p.scope(tenant, true)?;
-    p.require_backend()?;
     let key = IdempotencyKey::from_headers(&headers)?;
     let (pool, actor) = (s.pool.clone(), p.actor());
     Ok(detached(refunds::refund(pool, tenant, id, key, req, actor)).await?.into_response())
@@ -75,11 +73,10 @@ pub async fn refund_charge(
     responses((status = 201, body = HoldView), (status = 402, description = "insufficient_funds")))]
 pub async fn create_hold(
     State(s): State<AppState>,
-    p: Principal,
+    _: Backend,
     headers: HeaderMap,
     ApiJson(req): ApiJson<HoldRequest>,
 ) -> AppResult<Response> {
-    p.require_backend()?;
     let key = IdempotencyKey::from_headers(&headers)?;
     Ok(charges::hold(&s.0, key, req).await?.into_response())
 }
@@ -97,24 +94,26 @@ pub async fn get_hold(State(s): State<AppState>, p: Principal, ApiPath(id): ApiP
               (status = 422, description = "more than the hold")))]
 pub async fn capture_hold(
     State(s): State<AppState>,
-    p: Principal,
+    Backend(p): Backend,
     headers: HeaderMap,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<CaptureRequest>,
 ) -> AppResult<Response> {
     let tenant = holds::tenant_of(&s.pool, id).await?;
     p.scope(tenant, true)?;
-    p.require_backend()?;
     let key = IdempotencyKey::from_headers(&headers)?;
     Ok(detached(holds::capture(s.0.clone(), tenant, id, key, req)).await?.into_response())
 }
 
 #[utoipa::path(post, path = "/v1/holds/{hold_id}/release", tag = "holds",
     responses((status = 200, body = HoldView), (status = 409, description = "already resolved")))]
-pub async fn release_hold(State(s): State<AppState>, p: Principal, ApiPath(id): ApiPath<Uuid>) -> AppResult<Response> {
+pub async fn release_hold(
+    State(s): State<AppState>,
+    Backend(p): Backend,
+    ApiPath(id): ApiPath<Uuid>,
+) -> AppResult<Response> {
     let tenant = holds::tenant_of(&s.pool, id).await?;
     p.scope(tenant, true)?;
-    p.require_backend()?;
     let view = detached(holds::release(s.pool.clone(), tenant, id, false)).await?;
     Ok(JsonResponse(StatusCode::OK, view).into_response())
 }

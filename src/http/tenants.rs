@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, JsonResponse};
-use crate::auth::Principal;
+use crate::auth::{Admin, Backend, Principal};
 use crate::error::{AppError, AppResult};
 use crate::services::api_keys::{self, ApiKey, CreateKey, CreatedKey, UpdateKey, VerifiedKey};
 use crate::services::balance::{self, Balance, Breakdown, Window};
@@ -19,10 +19,9 @@ use crate::state::AppState;
     responses((status = 201, body = Tenant), (status = 409, description = "external_ref taken")))]
 pub async fn create_tenant(
     State(s): State<AppState>,
-    p: Principal,
+    _: Admin,
     ApiJson(req): ApiJson<CreateTenant>,
 ) -> AppResult<Response> {
-    p.require_admin()?;
     let t = detached(async move { tenants::create(s.pool.clone(), &s.config, req).await }).await?;
     Ok(JsonResponse(StatusCode::CREATED, t).into_response())
 }
@@ -30,27 +29,24 @@ pub async fn create_tenant(
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(PageParams), responses((status = 200, body = Page<Tenant>)))]
 pub async fn list_tenants(
     State(s): State<AppState>,
-    p: Principal,
+    _: Admin,
     ApiQuery(q): ApiQuery<PageParams>,
 ) -> AppResult<Response> {
-    p.require_admin()?;
     Ok(JsonResponse(StatusCode::OK, tenants::list(&s.pool, &q).await?).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant_id}", tag = "tenants", responses((status = 200, body = Tenant)))]
-pub async fn get_tenant(State(s): State<AppState>, p: Principal, ApiPath(id): ApiPath<Uuid>) -> AppResult<Response> {
-    p.scope(id, true)?;
+pub async fn get_tenant(State(s): State<AppState>, _: Admin, ApiPath(id): ApiPath<Uuid>) -> AppResult<Response> {
     Ok(JsonResponse(StatusCode::OK, tenants::get(&s.pool, id).await?).into_response())
 }
 
 #[utoipa::path(patch, path = "/v1/tenants/{tenant_id}", tag = "tenants", request_body = UpdateTenant, responses((status = 200, body = Tenant)))]
 pub async fn update_tenant(
     State(s): State<AppState>,
-    p: Principal,
+    _: Admin,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<UpdateTenant>,
 ) -> AppResult<Response> {
-    p.require_admin()?;
     Ok(JsonResponse(StatusCode::OK, tenants::update(&s.pool, id, req).await?).into_response())
 }
 
@@ -177,10 +173,9 @@ pub struct VerifyRequest {
     responses((status = 200, body = VerifiedKey), (status = 401, description = "unknown or deleted key")))]
 pub async fn verify_key(
     State(s): State<AppState>,
-    p: Principal,
+    _: Backend,
     ApiJson(req): ApiJson<VerifyRequest>,
 ) -> AppResult<Response> {
-    p.require_backend()?;
     if req.key.is_empty() || req.key.len() > 256 {
         return Err(AppError::Unauthorized);
     }

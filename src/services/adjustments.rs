@@ -9,6 +9,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::expiry;
 use super::history::TransactionView;
 use super::in_transaction;
 use crate::error::{AppError, AppResult};
@@ -145,7 +146,7 @@ async fn post_one(
                 return Ok(replay);
             }
             let now = Utc::now();
-            let locked = ledger::lock(tx, tenant_id, now).await?.ok_or(AppError::NotFound)?;
+            let locked = expiry::lock(tx, tenant_id, now).await?.ok_or(AppError::NotFound)?;
             let draft = decide(&locked, now)?;
             let posted = ledger::post(tx, &locked, std::slice::from_ref(&draft)).await?;
             let view = TransactionView::from_draft(&draft, posted[0].total_after);

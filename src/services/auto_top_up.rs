@@ -4,8 +4,21 @@
 //! Rules (see `top_up_attempts` for how an attempt runs):
 //! - when `available` is below `threshold`, one attempt charges `n × amount` for the
 //!   smallest whole `n ≥ 1` with `available + n × amount ≥ threshold` (the bonus it earns
-//!   does not count); with a `monthly_limit`, the largest whole multiple that still fits
-//!   this month's remaining room, and nothing when not even one `amount` fits;
+//!   does not count), but never more than the top-up maximum (`TALLY_TOP_UP_MAX`, the same
+//!   bound a manual top-up has): at most the largest whole multiple of `amount` under it,
+//!   which is at least one `amount` since PUT refuses an `amount` above the maximum (were
+//!   the maximum lowered below a saved `amount` later, no attempt is made, with a warning).
+//!   With a `monthly_limit`, also at most the largest whole multiple that still fits this
+//!   month's remaining room, and nothing when not even one `amount` fits;
+//! - a gap larger than one attempt may charge is closed by successive attempts: after a
+//!   success the tenant is looked at again (at once on this replica, and by every sweep),
+//!   and while `available` is still below `threshold` the next attempt follows;
+//! - `threshold` is not bounded above by PUT beyond what any amount is (`Money`'s range):
+//!   it is the balance the tenant wants kept, not a charge. What one charge may be is
+//!   bounded by the top-up maximum above, and what the card is charged over a month by
+//!   `monthly_limit`, which may well be below the threshold (each month then tops up as far
+//!   as the limit allows). A bound tied to neither would refuse legitimate settings of a
+//!   large account without protecting anything those two do not already protect;
 //! - at most one attempt in flight per tenant: decisions for a tenant are serialised by its
 //!   locked `auto_top_up` row, and the unique partial index on pending automatic top-ups
 //!   has the last word across replicas;
@@ -282,12 +295,15 @@ pub async fn delete(pool: &PgPool, tenant: Uuid) -> AppResult<()> {
     Ok(())
 }
 
-/// What one attempt charges: see the module rules. `None`: the monthly limit leaves no
-/// room for even one `amount`.
+/// What one attempt charges: see the module rules. Never above `max` (the top-up
+/// maximum) nor, with a `limit`, above `limit - spent`; always a whole multiple of `amount`.
+/// `None`: not even one `amount` fits (the monthly limit is reached, or `amount` is above
+/// `max`).
 pub fn attempt_amount(
     available: Money,
     threshold: Money,
     amount: Money,
+    max: Money,
     limit: Option<Money>,
     spent: Money,
 ) -> Option<Money> {
@@ -296,6 +312,7 @@ pub fn attempt_amount(
         return None;
     }
     let mut n = (gap / step).ceil().max(Decimal::ONE);
+    n = n.min((max.as_decimal() / step).floor());
     if let Some(limit) = limit {
         let room = ((limit.as_decimal() - spent.as_decimal()) / step).floor();
         n = n.min(room);
@@ -350,8 +367,13 @@ async fn decide(tx: &mut sqlx::PgConnection, app: &App, tenant: Uuid) -> AppResu
     if status != "active" || available >= threshold {
         return Ok(None);
     }
+    let max = app.config.top_up_max;
+    if step > max {
+        tracing::warn!(%tenant, amount = %step, %max, "auto top-up skipped: its amount is above the top-up maximum");
+        return Ok(None);
+    }
     let spent = spent_this_month(&mut *tx, tenant).await?;
-    let Some(amount) = attempt_amount(available, threshold, step, limit.map(Money::from_db), spent) else {
+    let Some(amount) = attempt_amount(available, threshold, step, max, limit.map(Money::from_db), spent) else {
         tracing::info!(%tenant, %spent, "auto top-up skipped: the monthly limit is reached");
         return Ok(None);
     };
@@ -374,25 +396,94 @@ async fn decide(tx: &mut sqlx::PgConnection, app: &App, tenant: Uuid) -> AppResu
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn m(s: &str) -> Money {
         s.parse().unwrap()
     }
 
+    /// The default top-up maximum.
+    fn max() -> Money {
+        m("10000")
+    }
+
     #[test]
     fn one_charge_closes_the_whole_gap_in_whole_units() {
-        assert_eq!(attempt_amount(m("3"), m("10"), m("20"), None, Money::ZERO), Some(m("20")));
-        assert_eq!(attempt_amount(m("3"), m("50"), m("20"), None, Money::ZERO), Some(m("60")));
-        assert_eq!(attempt_amount(m("10"), m("50"), m("20"), None, Money::ZERO), Some(m("40")), "exactly reaches it");
-        assert_eq!(attempt_amount(m("0"), m("0.5"), m("20"), None, Money::ZERO), Some(m("20")), "n is at least 1");
+        assert_eq!(attempt_amount(m("3"), m("10"), m("20"), max(), None, Money::ZERO), Some(m("20")));
+        assert_eq!(attempt_amount(m("3"), m("50"), m("20"), max(), None, Money::ZERO), Some(m("60")));
+        assert_eq!(
+            attempt_amount(m("10"), m("50"), m("20"), max(), None, Money::ZERO),
+            Some(m("40")),
+            "exactly reaches it"
+        );
+        assert_eq!(
+            attempt_amount(m("0"), m("0.5"), m("20"), max(), None, Money::ZERO),
+            Some(m("20")),
+            "n is at least 1"
+        );
     }
 
     #[test]
     fn the_monthly_limit_caps_in_whole_units() {
-        assert_eq!(attempt_amount(m("0"), m("60"), m("20"), Some(m("100")), m("60")), Some(m("40")));
-        assert_eq!(attempt_amount(m("0"), m("60"), m("20"), Some(m("100")), m("90")), None);
-        assert_eq!(attempt_amount(m("0"), m("10"), m("20"), Some(m("20")), Money::ZERO), Some(m("20")));
+        assert_eq!(attempt_amount(m("0"), m("60"), m("20"), max(), Some(m("100")), m("60")), Some(m("40")));
+        assert_eq!(attempt_amount(m("0"), m("60"), m("20"), max(), Some(m("100")), m("90")), None);
+        assert_eq!(attempt_amount(m("0"), m("10"), m("20"), max(), Some(m("20")), Money::ZERO), Some(m("20")));
+    }
+
+    #[test]
+    fn the_top_up_maximum_caps_one_attempt_in_whole_units() {
+        // The reviewer's case: a threshold far above the maximum is not one huge charge.
+        assert_eq!(attempt_amount(m("0"), m("500000"), m("10"), max(), None, Money::ZERO), Some(m("10000")));
+        assert_eq!(attempt_amount(m("0"), m("500000"), m("30"), max(), None, Money::ZERO), Some(m("9990")));
+        assert_eq!(attempt_amount(m("0"), m("1000"), m("30"), m("100"), None, Money::ZERO), Some(m("90")));
+        assert_eq!(attempt_amount(m("0"), m("1000"), m("100"), m("100"), None, Money::ZERO), Some(m("100")));
+        // The next attempt, still below the threshold, continues; the last one only closes the gap.
+        assert_eq!(attempt_amount(m("990"), m("1000"), m("30"), m("100"), None, Money::ZERO), Some(m("30")));
+        // Both caps: the smaller wins.
+        assert_eq!(attempt_amount(m("0"), m("1000"), m("30"), m("100"), Some(m("250")), m("180")), Some(m("60")));
+        assert_eq!(attempt_amount(m("0"), m("1000"), m("30"), m("100"), Some(m("1000")), m("0")), Some(m("90")));
+        // A maximum lowered below a saved amount: no attempt rather than one above it.
+        assert_eq!(attempt_amount(m("0"), m("1000"), m("200"), m("100"), None, Money::ZERO), None);
+    }
+
+    proptest! {
+        #[test]
+        fn an_attempt_is_whole_units_within_every_bound_and_as_large_as_they_allow(
+            available in 0i64..2_000_000,
+            threshold in 1i64..100_000_000,
+            amount in 1i64..20_000,
+            max in 1i64..20_000,
+            limit in proptest::option::of(1i64..200_000),
+            spent in 0i64..200_000,
+        ) {
+            let d = |cents: i64| Money::from_decimal(Decimal::new(cents, 2)).unwrap();
+            let (available, threshold, amount, max) = (d(available), d(threshold), d(amount), d(max));
+            let (limit, spent) = (limit.map(d), d(spent));
+            let room = limit.map(|l| l.as_decimal() - spent.as_decimal());
+            let got = attempt_amount(available, threshold, amount, max, limit, spent);
+            let fits = |x: Decimal| x <= max.as_decimal() && room.is_none_or(|r| x <= r);
+            match got {
+                None => prop_assert!(!fits(amount.as_decimal()), "one amount fits, yet no attempt"),
+                Some(got) => {
+                    let (g, a) = (got.as_decimal(), amount.as_decimal());
+                    let n = g / a;
+                    prop_assert!(n >= Decimal::ONE && n.fract().is_zero(), "{g} is not a whole multiple of {a}");
+                    prop_assert!(fits(g), "{g} exceeds the maximum {max} or the month's room {room:?}");
+                    let reached = available.as_decimal() + g >= threshold.as_decimal();
+                    // Smallest that reaches the threshold, or else the largest that fits.
+                    if reached {
+                        prop_assert!(
+                            n == Decimal::ONE || available.as_decimal() + g - a < threshold.as_decimal(),
+                            "{g} is more than the gap needs"
+                        );
+                    } else {
+                        prop_assert!(!fits(g + a), "{g} stops short although one more amount fits");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ use super::auto_top_up;
 use super::balance::BalanceSummary;
 use super::charger::Item;
 use super::charges::{ChargeView, Cost, FundedBy, Price, SpendKind};
+use super::expiry;
 use super::holds::HoldView;
 use super::prices;
 use crate::error::{AppError, AppResult, Shortfall};
@@ -130,7 +131,7 @@ async fn write(app: &App, tenant: Uuid, items: &[Item], tx: &mut PgConnection) -
     if out.iter().all(|o| o.is_some()) {
         return Ok(nothing_to_do(out));
     }
-    let Some(mut locked) = ledger::lock(tx, tenant, now).await? else {
+    let Some(mut locked) = expiry::lock(tx, tenant, now).await? else {
         fill(&mut out, || Err(AppError::NotFound));
         return Ok(nothing_to_do(out));
     };

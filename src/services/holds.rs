@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::balance::BalanceSummary;
 use super::charges::{ChargeView, Cost, FundedBy};
+use super::expiry;
 use super::in_transaction;
 use super::prices;
 use crate::error::{AppError, AppResult};
@@ -143,7 +144,7 @@ async fn lock_hold(
     hold_id: Uuid,
     now: DateTime<Utc>,
 ) -> AppResult<(Locked, HoldRow)> {
-    let locked = ledger::lock(conn, tenant, now).await?.ok_or(AppError::NotFound)?;
+    let locked = expiry::lock(conn, tenant, now).await?.ok_or(AppError::NotFound)?;
     let row: HoldRow =
         sqlx::query_as(&format!("SELECT {HOLD_COLUMNS} FROM holds WHERE tenant_id = $1 AND id = $2 FOR UPDATE"))
             .bind(tenant)
@@ -180,6 +181,9 @@ pub async fn capture(
                 return Ok(replay);
             }
             let (locked, row) = lock_hold(tx, tenant, hold_id, now).await?;
+            if !locked.active {
+                return Err(AppError::Forbidden("the tenant is suspended".into()));
+            }
             ensure_active(&row, now)?;
             let held = Money::from_db(row.amount);
             let amount = match (&req.amount, &req.usage) {

@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::balance::BalanceSummary;
+use super::expiry;
 use super::in_transaction;
 use crate::error::{AppError, AppResult};
 use crate::idempotency::{self, IdempotencyKey, Stored};
@@ -74,7 +75,7 @@ pub async fn refund(
             if let Some(replay) = idempotency::begin(tx, tenant, &key, &fp).await? {
                 return Ok(replay);
             }
-            let locked = ledger::lock(tx, tenant, now).await?.ok_or(AppError::NotFound)?;
+            let locked = expiry::lock(tx, tenant, now).await?.ok_or(AppError::NotFound)?;
             let charge: Option<(Decimal, Decimal, Json<Vec<LotPart>>)> =
                 sqlx::query_as("SELECT amount, funded_paid, lots FROM charges WHERE tenant_id = $1 AND id = $2")
                     .bind(tenant)

@@ -15,6 +15,18 @@
 //! unavailable) is re-driven with the same key: by the sweep once `retry_at` passes, or by
 //! the client's retry of a manual top-up.
 //!
+//! Unknown outcomes are sticky. Once any call for a row may have charged the card without
+//! the service learning the answer — it timed out, or its caller died and the lease ran
+//! out with the row still pending ([`claim`] notices the stale lease) — the row is marked
+//! `outcome_unknown` for good. From then on every call that gives no final answer
+//! (`Unavailable` included) schedules another re-drive by the sweep, and
+//! [`abandon_stale`] never closes the row: only the provider's final answer does
+//! (`Succeeded` credits it, `Declined` fails it). Deciding this from the latest call alone
+//! would let a later `Unavailable` hide an earlier possible charge: the row would be
+//! closed as failed, the charge never credited, and the client's retry would charge again
+//! under a new provider key. Only a manual attempt whose every call was refused by the
+//! provider (which then did not process it) waits for its client and may be abandoned.
+//!
 //! Lock order, everywhere: the tenant's ledger lock, then its `auto_top_up` row, then the
 //! `top_ups` row.
 
@@ -94,10 +106,14 @@ pub async fn insert(conn: &mut PgConnection, new: NewAttempt<'_>, lease: Duratio
 
 /// Takes the lease of a pending row whose previous call is over (or presumed dead).
 /// `None`: settled meanwhile, or another call holds the lease.
+///
+/// A lease still set here ran out without its call recording anything (every recording
+/// clears it): that caller died or gave up after the provider may have charged, so the row's
+/// outcome becomes unknown.
 pub async fn claim(conn: &mut PgConnection, tenant: Uuid, id: Uuid, lease: Duration) -> AppResult<Option<TopUpRow>> {
     Ok(sqlx::query_as(&format!(
         "UPDATE top_ups SET lease_until = now() + make_interval(secs => $3), retry_at = now() + make_interval(secs => $3), \
-           attempts = attempts + 1, last_attempt_at = now() \
+           attempts = attempts + 1, last_attempt_at = now(), outcome_unknown = outcome_unknown OR lease_until IS NOT NULL \
          WHERE tenant_id = $1 AND id = $2 AND status = 'pending' AND (lease_until IS NULL OR lease_until <= now()) \
          RETURNING {COLUMNS}"
     ))
@@ -320,20 +336,22 @@ async fn record_auto_decline(conn: &mut PgConnection, app: &App, row: &TopUpRow,
 }
 
 /// No outcome: the row stays pending and its lease ends. Automatic attempts, and manual
-/// ones whose outcome is unknown (the call timed out: the card may have been charged), are
-/// re-driven by the sweep; a manual one the provider refused to process waits for the
-/// client's retry with the same key.
+/// ones whose outcome is unknown — this call timed out, or any earlier call on the row did
+/// (`outcome_unknown`, decided in the update from the row itself, never from this call
+/// alone) — are re-driven by the sweep; a manual one the provider has only ever refused to
+/// process waits for the client's retry with the same key.
 async fn no_answer(app: &App, row: &TopUpRow, reason: &str, unknown: bool) -> AppResult<Settled> {
-    let retry = (row.source == "auto" || unknown).then(|| retry_delay(app.config.payment_retry, row.attempts));
+    let delay = retry_delay(app.config.payment_retry, row.attempts);
     sqlx::query(
-        "UPDATE top_ups SET lease_until = NULL, error = $3, \
-           retry_at = CASE WHEN $4::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $4) END \
+        "UPDATE top_ups SET lease_until = NULL, error = $3, outcome_unknown = outcome_unknown OR $5, \
+           retry_at = CASE WHEN source = 'auto' OR outcome_unknown OR $5 THEN now() + make_interval(secs => $4) END \
          WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
     )
     .bind(row.tenant_id)
     .bind(row.id)
     .bind(reason)
-    .bind(retry.map(secs))
+    .bind(secs(delay))
+    .bind(unknown)
     .execute(&app.pool)
     .await?;
     tracing::warn!(tenant = %row.tenant_id, top_up = %row.id, attempts = row.attempts, reason, "payment provider gave no outcome");
@@ -379,17 +397,21 @@ pub fn decline_backoff(base: Duration, failures: i32) -> Duration {
 /// for this long, is closed as failed (its key stores nothing: a later retry runs again).
 pub const ABANDON_AFTER: Duration = Duration::from_secs(86_400);
 
-/// Closes abandoned manual attempts. The conditions are checked in the update itself, so
-/// a client's retry that takes the lease first wins, and this one changes nothing.
+/// Closes abandoned manual attempts: those whose last call is older than `after`, that the
+/// provider only ever refused (never `outcome_unknown`: a possible charge is re-driven until
+/// the provider answers, never abandoned), and that nobody is calling for or will re-drive.
+/// The conditions are checked in the update itself, so a client's retry that takes the
+/// lease first wins, and this one changes nothing.
 pub async fn abandon_stale(pool: &sqlx::PgPool, after: Duration, limit: i64) -> AppResult<usize> {
     let mut tx = pool.begin().await?;
     let rows: Vec<TopUpRow> = sqlx::query_as(&format!(
         "UPDATE top_ups SET status = 'failed', completed_at = now(), \
            error = 'abandoned: the payment provider was unavailable and the request was not retried' \
          WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM top_ups WHERE status = 'pending' AND source = 'manual' \
-             AND retry_at IS NULL AND lease_until IS NULL AND last_attempt_at < now() - make_interval(secs => $1) \
+             AND NOT outcome_unknown AND retry_at IS NULL AND lease_until IS NULL \
+             AND last_attempt_at < now() - make_interval(secs => $1) \
              LIMIT $2 FOR UPDATE SKIP LOCKED) \
-           AND status = 'pending' AND retry_at IS NULL AND lease_until IS NULL \
+           AND status = 'pending' AND NOT outcome_unknown AND retry_at IS NULL AND lease_until IS NULL \
          RETURNING {COLUMNS}"
     ))
     .bind(secs(after))

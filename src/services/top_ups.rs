@@ -6,6 +6,13 @@
 //! same `pending` attempt and re-drives it with the same provider key: the card is never
 //! charged twice for one key. While a call for that attempt is in progress, a retry gets
 //! 409 `request_in_progress` rather than a second call.
+//!
+//! A pending attempt that may have charged the card (a call timed out or its caller died:
+//! `outcome_unknown`, see `top_up_attempts`) stays the key's attempt until the provider
+//! gives its final answer: the sweep keeps re-driving it with its provider key and stores
+//! that answer under the client's key, so a retry replays it (or, still pending, re-drives
+//! the same attempt). Only an attempt the provider never processed may be closed as
+//! abandoned, after which the same key starts a new attempt.
 
 use std::sync::Arc;
 

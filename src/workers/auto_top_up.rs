@@ -4,8 +4,11 @@
 //! from the charge path, coalesced for a few milliseconds), and sweeps the database every
 //! `TALLY_WORKER_INTERVAL_MS` for what any replica missed: tenants below an enabled
 //! threshold with no attempt in flight, and pending attempts whose re-drive is due
-//! (a crash, a timeout or an unavailable provider left them pending), and manual attempts
-//! abandoned by their client after the provider refused them.
+//! (a crash, a timeout or an unavailable provider left them pending; one whose outcome is
+//! unknown is re-driven until the provider answers), and manual attempts abandoned by their
+//! client after the provider refused them (never one that may have charged the card).
+//! A successful automatic attempt wakes the worker again for its tenant, since one attempt
+//! may not close the whole gap to the threshold.
 //!
 //! It also runs the listener that keeps the hot path's cache of settings coherent across
 //! replicas (`services::low_balance`).
@@ -98,7 +101,12 @@ async fn run(state: AppState, row: TopUpRow) {
     let (tenant, id) = (row.tenant_id, row.id);
     match attempts::run(&state, row).await {
         Ok(Settled::Succeeded { view, .. }) => {
-            tracing::info!(%tenant, top_up = %id, amount = %view.amount, "top-up succeeded")
+            tracing::info!(%tenant, top_up = %id, amount = %view.amount, "top-up succeeded");
+            // One attempt is capped (top-up maximum, monthly limit): if the tenant is still
+            // below its threshold, the next attempt follows now rather than at the next sweep.
+            if view.source == "auto" {
+                state.auto_top_up.nudge(tenant);
+            }
         }
         Ok(Settled::Declined { reason, .. }) => tracing::warn!(%tenant, top_up = %id, reason, "top-up declined"),
         Ok(Settled::NoAnswer | Settled::AlreadySettled) => {}

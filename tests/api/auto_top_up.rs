@@ -295,3 +295,54 @@ async fn an_always_declining_card_backs_off_and_stops_after_three() {
     assert_eq!(settings(&app, t).await["consecutive_failures"], 0);
     app.assert_ledger_ok().await;
 }
+
+#[tokio::test]
+async fn a_threshold_far_above_the_maximum_is_closed_by_attempts_each_within_it() {
+    let app = TestApp::spawn_with(|c| {
+        fast(c);
+        c.top_up_max = "100".parse().unwrap();
+    })
+    .await;
+    let m = mock_of(&app);
+    let max: rust_decimal::Decimal = "100".parse().unwrap();
+    let amounts = |ups: Vec<Value>| -> Vec<String> {
+        let mut v: Vec<String> = ups.iter().map(|u| u["amount"].as_str().unwrap().to_string()).collect();
+        v.reverse(); // oldest first
+        v
+    };
+
+    // No monthly limit: 500 to reach in units of 30, at most 90 (3 × 30) per charge.
+    let t = app.create_tenant("a").await;
+    set_card(&app, t, "pm_mock_ok").await.assert(200);
+    enable(&app, t, "500", "30", None).await.assert(200);
+    wait_until("the threshold to be reached", Duration::from_secs(10), || async {
+        app.balance(t).await["paid"] == "510.00"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        amounts(top_ups_of(&app, t).await),
+        ["90.00", "90.00", "90.00", "90.00", "90.00", "60.00"],
+        "the largest whole multiple under the maximum, then what closes the gap"
+    );
+    assert_eq!(succeeded(&app, t).await, 6);
+
+    // The reviewer's settings (threshold 500000, amount 10) are accepted, and each charge
+    // stays within the maximum; the monthly limit still caps the total.
+    let r = app.create_tenant("b").await;
+    set_card(&app, r, "pm_mock_ok").await.assert(200);
+    enable(&app, r, "500000", "10", Some("250")).await.assert(200);
+    wait_until("the monthly limit to be spent", Duration::from_secs(10), || async {
+        settings(&app, r).await["spent_this_month"] == "250.00"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(amounts(top_ups_of(&app, r).await), ["100.00", "100.00", "50.00"]);
+    assert_eq!(app.balance(r).await["paid"], "250.00");
+
+    let charges = m.charges();
+    assert_eq!(charges.len(), 9, "one charge per attempt");
+    assert!(charges.iter().all(|c| c.amount.as_decimal() <= max), "every provider charge is within the maximum");
+    assert_eq!(m.calls().len(), 9);
+    app.assert_ledger_ok().await;
+}

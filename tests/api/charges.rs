@@ -154,3 +154,17 @@ async fn sixty_four_concurrent_charges_against_forty_dollars() {
         app.assert_ledger_ok().await;
     }
 }
+
+#[tokio::test]
+async fn a_hold_of_a_suspended_tenant_cannot_be_captured() {
+    let app = TestApp::spawn().await;
+    let t = app.create_tenant("a").await;
+    app.fund(t, "5").await;
+    let h = app.post_idem("/v1/holds", ADMIN, "h", json!({ "tenant_id": t, "amount": "2" })).await.id();
+    app.patch(&format!("/v1/tenants/{t}"), ADMIN, json!({ "status": "suspended" })).await.assert(200);
+    app.post_idem(&format!("/v1/holds/{h}/capture"), ADMIN, "c", json!({})).await.assert_error(403, "forbidden");
+    // Releasing gives the money back, and is allowed.
+    app.post(&format!("/v1/holds/{h}/release"), ADMIN, json!({})).await.assert(200);
+    assert_eq!(app.balance(t).await["available"], "5.00");
+    app.assert_ledger_ok().await;
+}

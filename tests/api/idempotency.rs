@@ -107,3 +107,23 @@ async fn replayed_charge_moves_no_money() {
     let _ = Uuid::now_v7();
     app.assert_ledger_ok().await;
 }
+
+#[tokio::test]
+async fn identical_requests_racing_never_fail() {
+    // The key's row is read only after its lock is held: a request that wins the lock just
+    // after the first one committed replays it instead of running again (and failing).
+    let app = TestApp::spawn().await;
+    let t = app.create_tenant("a").await;
+    let path = format!("/v1/admin/tenants/{t}/adjustments");
+    let keys: Vec<String> = (0..150).map(|i| format!("pair-{i}")).collect();
+    let calls = keys.iter().flat_map(|k| {
+        let body = json!({ "amount": "1", "kind": "gift", "reason": "race" });
+        [app.post_idem(&path, ADMIN, k, body.clone()), app.post_idem(&path, ADMIN, k, body)]
+    });
+    let results = futures::future::join_all(calls).await;
+    for r in &results {
+        assert!(r.status == 201 || (r.status == 409 && r.body["code"] == "request_in_progress"), "{}", r.text);
+    }
+    assert_eq!(app.balance(t).await["bonus"], "150.00");
+    app.assert_ledger_ok().await;
+}

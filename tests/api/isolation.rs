@@ -18,7 +18,6 @@ async fn tenant_key_never_reaches_another_tenant() {
     let hold_b = app.post_idem("/v1/holds", ADMIN, "h", json!({ "tenant_id": b, "amount": "1" })).await.id();
 
     let scoped: Vec<(Method, String, Option<serde_json::Value>)> = vec![
-        (Method::GET, format!("/v1/tenants/{b}"), None),
         (Method::GET, format!("/v1/tenants/{b}/balance"), None),
         (Method::GET, format!("/v1/tenants/{b}/balance/breakdown"), None),
         (Method::GET, format!("/v1/tenants/{b}/transactions"), None),
@@ -29,10 +28,7 @@ async fn tenant_key_never_reaches_another_tenant() {
         (Method::PATCH, format!("/v1/tenants/{b}/api-keys/{key_b_id}"), Some(json!({ "name": "x" }))),
         (Method::DELETE, format!("/v1/tenants/{b}/api-keys/{key_b_id}"), None),
         (Method::GET, format!("/v1/charges/{charge_b}"), None),
-        (Method::POST, format!("/v1/charges/{charge_b}/refunds"), Some(json!({ "reason": "x" }))),
         (Method::GET, format!("/v1/holds/{hold_b}"), None),
-        (Method::POST, format!("/v1/holds/{hold_b}/capture"), Some(json!({}))),
-        (Method::POST, format!("/v1/holds/{hold_b}/release"), None),
         (
             Method::POST,
             "/v1/estimates".into(),
@@ -51,6 +47,8 @@ async fn tenant_key_never_reaches_another_tenant() {
     let admin_routes: Vec<(Method, String, Option<serde_json::Value>)> = vec![
         (Method::POST, "/v1/tenants".into(), Some(json!({ "name": "x" }))),
         (Method::GET, "/v1/tenants".into(), None),
+        (Method::GET, format!("/v1/tenants/{a}"), None),
+        (Method::GET, format!("/v1/tenants/{b}"), None),
         (Method::PATCH, format!("/v1/tenants/{a}"), Some(json!({ "name": "x" }))),
         (
             Method::POST,
@@ -67,6 +65,27 @@ async fn tenant_key_never_reaches_another_tenant() {
     for (m, path, body) in admin_routes {
         app.call(m, &path, &key_a, body, Some("adm")).await.assert_error(403, "forbidden");
     }
+    // Backend-only routes refuse a tenant key whatever the id, so they reveal nothing either.
+    let backend_routes: Vec<(Method, String, Option<serde_json::Value>)> = vec![
+        (Method::POST, format!("/v1/charges/{charge_b}/refunds"), Some(json!({ "reason": "x" }))),
+        (Method::POST, format!("/v1/holds/{hold_b}/capture"), Some(json!({}))),
+        (Method::POST, format!("/v1/holds/{hold_b}/release"), None),
+        (Method::POST, "/v1/charges".into(), Some(json!({ "tenant_id": b, "amount": "1" }))),
+        (Method::POST, "/v1/holds".into(), Some(json!({ "tenant_id": b, "amount": "1" }))),
+    ];
+    for (m, path, body) in backend_routes {
+        app.call(m, &path, &key_a, body, Some("be")).await.assert_error(403, "forbidden");
+    }
+    // The credential is checked before the body: a tenant key with a bad body is still a 403.
+    app.call(
+        Method::POST,
+        &format!("/v1/admin/tenants/{a}/adjustments"),
+        &key_a,
+        Some(json!({ "bogus": 1 })),
+        Some("x"),
+    )
+    .await
+    .assert_error(403, "forbidden");
     // Its own tenant is reachable.
     app.get(&format!("/v1/tenants/{a}/balance"), &key_a).await.assert(200);
     app.get(&format!("/v1/tenants/{a}/transactions"), &key_a).await.assert(200);

@@ -245,3 +245,24 @@ async fn transactions_and_usage_views() {
     app.get(&format!("/v1/tenants/{t}/usage?group_by=week"), &key).await.assert_error(400, "invalid_request");
     app.assert_ledger_ok().await;
 }
+
+#[tokio::test]
+async fn totals_leave_out_expired_credit_even_before_the_worker_runs() {
+    let app = TestApp::spawn_with(|c| c.run_workers = false).await;
+    let t = app.create_tenant("a").await;
+    app.fund(t, "10").await;
+    let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(400)).to_rfc3339();
+    app.gift(t, "5", Some(soon)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let c = app.charge(t, "1").await;
+    c.assert(201);
+    assert_eq!(c.body["balance"]["total"], "9.00");
+    assert_eq!(c.body["balance"]["available"], "9.00");
+    let txns = app.get(&format!("/v1/tenants/{t}/transactions"), ADMIN).await;
+    assert_eq!(txns.body["data"][0]["kind"], "usage");
+    assert_eq!(txns.body["data"][0]["balance_after"], "9.00");
+    assert_eq!(txns.body["data"][1]["kind"], "expiry", "the charge swept the expired lot first");
+    let b = app.balance(t).await;
+    assert_eq!((b["total"].as_str(), b["bonus"].as_str()), (Some("9.00"), Some("0.00")));
+    app.assert_ledger_ok().await;
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tally::config::Config;
 use tally::payments::MockProvider;
+use tally::services::top_up_attempts as attempts;
 use uuid::Uuid;
 
 use crate::helpers::*;
@@ -335,5 +336,138 @@ async fn money_in_routes_are_in_the_openapi_document() {
     }
     let receipt = &doc.body["paths"]["/v1/tenants/{tenant_id}/top-ups/{top_up_id}/receipt"]["get"]["responses"]["200"];
     assert!(receipt["content"]["text/html"].is_object(), "the receipt is documented as HTML");
+    app.assert_ledger_ok().await;
+}
+
+/// Whether a pending attempt is marked as possibly charged, scheduled for a re-drive, and leased.
+async fn attempt_state(app: &TestApp, t: Uuid) -> (bool, bool, bool) {
+    sqlx::query_as(
+        "SELECT outcome_unknown, retry_at IS NOT NULL, lease_until IS NOT NULL FROM top_ups WHERE tenant_id = $1",
+    )
+    .bind(t)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// Ages every top-up of the tenant past the abandonment delay, then runs the closing pass.
+async fn abandon_after_a_day(app: &TestApp, t: Uuid) -> usize {
+    sqlx::query("UPDATE top_ups SET last_attempt_at = now() - interval '2 days' WHERE tenant_id = $1")
+        .bind(t)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    attempts::abandon_stale(&app.pool, attempts::ABANDON_AFTER, 100).await.unwrap()
+        + attempts::abandon_stale(&app.pool, Duration::ZERO, 100).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_timed_out_charge_then_an_outage_is_never_abandoned_and_is_credited_once() {
+    // No sweep during the test: the client's calls and the closing pass run in a set order.
+    let app = TestApp::spawn_with(|c| {
+        fast(c);
+        c.worker_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let m = mock_of(&app);
+    let t = app.create_tenant("a").await;
+    set_card(&app, t, "pm_mock_slow").await.assert(200);
+
+    // The first call times out: the provider charged, the service does not know it.
+    top_up(&app, t, "k", "30").await.assert_error(503, "payment_provider_unavailable");
+    assert_eq!(m.charges().len(), 1);
+    // The client's retry meets a one-call outage: a definite "not processed" for this call
+    // only; the earlier call's possible charge is not forgotten.
+    m.fail_next("pm_mock_slow", 1);
+    top_up(&app, t, "k", "30").await.assert_error(503, "payment_provider_unavailable");
+    let calls = m.calls();
+    assert_eq!(calls.len(), 2);
+    assert!(matches!(calls[1].outcome, tally::payments::ChargeOutcome::Unavailable { .. }));
+    assert_eq!(calls[0].request.idempotency_key, calls[1].request.idempotency_key);
+    assert_eq!(attempt_state(&app, t).await, (true, true, false), "unknown, re-driven by the sweep, not leased");
+
+    // A day later it is still not closed as failed: it may have charged the card.
+    assert_eq!(abandon_after_a_day(&app, t).await, 0);
+    let ups = top_ups_of(&app, t).await;
+    assert_eq!((ups.len(), ups[0]["status"].as_str()), (1, Some("pending")));
+    assert_eq!(count_type(&events_of(&app, t).await, "top_up.failed"), 0);
+    let id = Uuid::parse_str(ups[0]["id"].as_str().unwrap()).unwrap();
+    wait_until("the attempt to be due for a re-drive", Duration::from_secs(5), || async {
+        attempts::due(&app.pool, 100).await.unwrap().contains(&(t, id))
+    })
+    .await;
+
+    // The client's retry re-drives the same attempt with the same provider key.
+    let ok = top_up(&app, t, "k", "30").await;
+    ok.assert(201);
+    assert_eq!((ok.body["status"].as_str(), ok.body["attempts"].as_i64()), (Some("succeeded"), Some(3)));
+    assert_eq!(ok.id(), id);
+    let replay = top_up(&app, t, "k", "30").await;
+    replay.assert(201);
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+    assert_eq!(replay.text, ok.text);
+
+    assert_eq!(m.charges().len(), 1, "exactly one charge");
+    assert!(m.calls().iter().all(|c| c.request.idempotency_key == m.charges()[0].idempotency_key), "one provider key");
+    assert_eq!(app.balance(t).await["paid"], "30.00", "credited exactly once");
+    let events = events_of(&app, t).await;
+    assert_eq!((count_type(&events, "top_up.succeeded"), count_type(&events, "top_up.failed")), (1, 0));
+    assert_eq!(top_ups_of(&app, t).await.len(), 1);
+    app.assert_ledger_ok().await;
+}
+
+#[tokio::test]
+async fn a_timed_out_charge_then_an_outage_is_re_driven_by_the_sweep_until_credited() {
+    let app = TestApp::spawn_with(fast).await;
+    let m = mock_of(&app);
+    let t = app.create_tenant("a").await;
+    set_card(&app, t, "pm_mock_slow").await.assert(200);
+    top_up(&app, t, "k", "30").await.assert_error(503, "payment_provider_unavailable");
+    // The next call, the sweep's or the client's, meets an outage; nobody gives up.
+    m.fail_next("pm_mock_slow", 1);
+    wait_until("the sweep to credit the top-up", Duration::from_secs(10), || async {
+        top_ups_of(&app, t).await[0]["status"] == "succeeded"
+    })
+    .await;
+    assert!(m.calls().iter().any(|c| matches!(c.outcome, tally::payments::ChargeOutcome::Unavailable { .. })));
+    let answer = top_up(&app, t, "k", "30").await;
+    answer.assert(201);
+    assert_eq!(
+        (answer.headers["idempotent-replayed"].to_str().unwrap(), answer.str("status")),
+        ("true", "succeeded".into())
+    );
+    assert_eq!(m.charges().len(), 1, "exactly one charge");
+    assert!(m.calls().iter().all(|c| c.request.idempotency_key == m.charges()[0].idempotency_key));
+    assert_eq!(app.balance(t).await["paid"], "30.00");
+    assert_eq!(top_ups_of(&app, t).await.len(), 1);
+    app.assert_ledger_ok().await;
+}
+
+#[tokio::test]
+async fn a_caller_that_died_after_the_charge_leaves_an_outcome_that_is_never_abandoned() {
+    let app = TestApp::spawn_with(|c| {
+        fast(c);
+        c.worker_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let m = mock_of(&app);
+    let t = app.create_tenant("a").await;
+    set_card(&app, t, "pm_mock_ok").await.assert(200);
+    // Charged, then the caller stops before recording anything (as a killed process would).
+    app.state.faults.stop_after_charge.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(top_up(&app, t, "k", "30").await.status, 500);
+    app.state.faults.stop_after_charge.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(m.charges().len(), 1);
+    // Once its lease runs out, the retry takes the row over, and meets an outage.
+    tokio::time::sleep(tally::services::top_up_attempts::lease(&app.state) + Duration::from_millis(50)).await;
+    m.fail_next("pm_mock_ok", 1);
+    top_up(&app, t, "k", "30").await.assert_error(503, "payment_provider_unavailable");
+    assert_eq!(attempt_state(&app, t).await, (true, true, false), "the dead call's outcome is unknown");
+    assert_eq!(abandon_after_a_day(&app, t).await, 0);
+    let ok = top_up(&app, t, "k", "30").await;
+    ok.assert(201);
+    assert_eq!(m.charges().len(), 1);
+    assert_eq!(app.balance(t).await["paid"], "30.00");
+    assert_eq!(top_ups_of(&app, t).await.len(), 1);
     app.assert_ledger_ok().await;
 }

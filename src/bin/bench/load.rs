@@ -59,6 +59,8 @@ pub struct Outcome {
     pub unknown: u64,
     /// The first few unexpected responses or errors, for the report.
     pub samples: Vec<String>,
+    /// Responses completed in each second since the start: shows a rate that drifts.
+    pub per_second: Vec<u64>,
 }
 
 impl Outcome {
@@ -81,6 +83,20 @@ impl Outcome {
         for s in other.samples {
             self.sample(s);
         }
+        if self.per_second.len() < other.per_second.len() {
+            self.per_second.resize(other.per_second.len(), 0);
+        }
+        for (total, n) in self.per_second.iter_mut().zip(other.per_second) {
+            *total += n;
+        }
+    }
+
+    fn completed(&mut self, since_start: Duration) {
+        let second = since_start.as_secs() as usize;
+        if self.per_second.len() <= second {
+            self.per_second.resize(second + 1, 0);
+        }
+        self.per_second[second] += 1;
     }
 
     fn tally(&mut self, label: String) {
@@ -163,8 +179,9 @@ pub async fn run(http: reqwest::Client, plan: Plan) -> Outcome {
     let plan = Arc::new(plan);
     let started = Instant::now();
     let budget = Budget::new(plan.until);
-    let tasks: Vec<_> =
-        (0..plan.clients).map(|i| tokio::spawn(client(http.clone(), plan.clone(), budget.clone(), i))).collect();
+    let tasks: Vec<_> = (0..plan.clients)
+        .map(|i| tokio::spawn(client(http.clone(), plan.clone(), budget.clone(), started, i)))
+        .collect();
     let mut total = Outcome::default();
     for t in tasks {
         total.merge(t.await.expect("a client task panicked"));
@@ -175,7 +192,7 @@ pub async fn run(http: reqwest::Client, plan: Plan) -> Outcome {
 }
 
 /// One client: a request at a time until the budget is spent.
-async fn client(http: reqwest::Client, plan: Arc<Plan>, budget: Budget, me: usize) -> Outcome {
+async fn client(http: reqwest::Client, plan: Arc<Plan>, budget: Budget, started: Instant, me: usize) -> Outcome {
     let mut rng = StdRng::seed_from_u64(me as u64);
     let (url, is_charge) = match &plan.request {
         Request::Charge(_) => (format!("{}/v1/charges", plan.base), true),
@@ -197,6 +214,7 @@ async fn client(http: reqwest::Client, plan: Arc<Plan>, budget: Budget, me: usiz
         match send(req).await {
             Ok((status, bytes)) => {
                 out.latencies.push(sent.elapsed());
+                out.completed(started.elapsed());
                 out.record(status, &bytes, is_charge);
             }
             Err(e) => {

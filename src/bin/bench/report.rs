@@ -70,6 +70,12 @@ impl Row {
             check,
             self.statuses()
         );
+        // Whole seconds only: the last one is partly the tail of in-flight requests.
+        let full = &self.outcome.per_second[..self.outcome.per_second.len().saturating_sub(1)];
+        if full.len() >= 3 {
+            let rates: Vec<String> = full.iter().map(|n| n.to_string()).collect();
+            println!("     responses per second: {}", rates.join(" "));
+        }
         for p in &self.verdict.problems {
             println!("     FAILED: {p}");
         }
