@@ -26,13 +26,20 @@
 //! funding minus their recorded charges, none below zero; and for the exhaustion scenario,
 //! exactly 500 × 201, 300 × 402 `insufficient_funds` and a final balance of 0.00.
 //!
+//! Each row also shows where the CPU went during the load (whole machine, service,
+//! PostgreSQL, the bench, other processes) and, per second, how many responses completed;
+//! a scenario whose rate falls markedly is flagged `DRIFT` (a per-request cost growing with
+//! the data written is not a steady state, and makes the second configuration's figures
+//! depend on what the first one wrote: `--order on,off` shows whether it matters).
+//!
 //! Timing figures are reported, never judged: the exit status is non-zero only when a
-//! correctness check fails or the benchmark cannot run.
+//! correctness check fails or the benchmark cannot run. Ctrl-C stops the service and
+//! removes the cluster.
 //!
 //! Run:
 //! ```text
-//! cargo build --release --bin tally --bin tally-bench
-//! target/release/tally-bench [--seconds 10] [--quick] [--tenants 10000]
+//! cargo build --release --bin tally --bin tally-bench     # or scripts/bench.sh [options]
+//! target/release/tally-bench [--seconds 10] [--quick] [--tenants 10000] [--order off,on]
 //! ```
 //! The service inherits the environment (so `TALLY_DB_POOL_SIZE`, `TALLY_CHARGE_BATCH_MAX`
 //! … can be varied); the bench sets `DATABASE_URL`, `TALLY_ADDR`, `TALLY_ADMIN_TOKEN`,
@@ -67,26 +74,36 @@ use scenarios::{Batching, Shared};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const USAGE: &str = "usage: tally-bench [--seconds N] [--quick] [--tenants N]
+const USAGE: &str = "usage: tally-bench [--seconds N] [--quick] [--tenants N] [--order off,on|on,off]
   --seconds N   length of each timed scenario (default 10)
   --quick       3-second scenarios: a smoke run
-  --tenants N   tenants in the spread scenario (default 10000)";
+  --tenants N   tenants in the spread scenario (default 10000)
+  --order O     which configuration runs first (default off,on); the second one inherits
+                the first one's data, so run both orders to see whether that matters";
 
 /// Command-line options.
 #[derive(Debug, Clone)]
 pub struct Args {
     pub seconds: u64,
     pub tenants: usize,
+    pub order: [Batching; 2],
 }
 
 impl Args {
     fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-        let mut args = Args { seconds: 10, tenants: 10_000 };
+        let mut args = Args { seconds: 10, tenants: 10_000, order: [Batching::Off, Batching::On] };
         while let Some(a) = it.next() {
             match a.as_str() {
                 "--quick" => args.seconds = 3,
                 "--seconds" => args.seconds = number(it.next(), "--seconds")?,
                 "--tenants" => args.tenants = number(it.next(), "--tenants")?,
+                "--order" => {
+                    args.order = match it.next().as_deref() {
+                        Some("off,on") => [Batching::Off, Batching::On],
+                        Some("on,off") => [Batching::On, Batching::Off],
+                        _ => return Err("--order takes off,on or on,off".into()),
+                    }
+                }
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown argument {other:?}")),
             }
@@ -135,12 +152,30 @@ fn run(args: &Args) -> Result<bool, BoxError> {
     let pg = cluster::start(&dir)?;
     let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let load = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("bench-load").build()?;
-    let result = control.block_on(bench(args, &pg, &dir, &tally, load.handle(), busy_before));
+    let result = control.block_on(async {
+        tokio::select! {
+            r = bench(args, &pg, &dir, &tally, load.handle(), busy_before) => r,
+            // Dropping `bench` kills the service; returning drops the cluster and its files.
+            signal = interrupted() => Err(format!("interrupted by {signal}: cleaning up").into()),
+        }
+    });
     drop(control);
     load.shutdown_timeout(Duration::from_secs(5));
     cluster::print_log_summary(&dir);
     drop(pg); // stops PostgreSQL and removes its directory
     result
+}
+
+/// Ctrl-C or SIGTERM.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }
 
 /// `tally`, next to this executable.
@@ -168,7 +203,7 @@ async fn bench(
     report::print_header(&cluster::Machine::detect(&db.pool, busy_before).await?, args, tally);
     let mut shared: Option<Shared> = None;
     let mut rows: Vec<Row> = Vec::new();
-    for batching in [Batching::On, Batching::Off] {
+    for batching in args.order {
         let svc = service::Service::start(tally, batching, &db.url, dir).await?;
         let result = scenarios::run_all(args, &svc, &db, load, &mut shared).await;
         let stopped = svc.stop().await;

@@ -17,6 +17,11 @@ pub struct Locked {
     pub funds: Funds,
     /// Bonus that is past expiry but not yet swept by the expiry worker.
     pub expired_unswept: Money,
+    /// The cached `paid + bonus + held` as the row stands in this transaction; [`post`]
+    /// keeps it current, so it can compute each transaction's `total_after` itself.
+    ///
+    /// [`post`]: super::post
+    pub total: Money,
 }
 
 /// Locks the tenant's balances row (`FOR UPDATE`) and reads its spendable funds.
@@ -36,7 +41,8 @@ pub async fn lock(conn: &mut PgConnection, tenant_id: Uuid, now: DateTime<Utc>) 
     let lots = if bonus.is_zero() { Vec::new() } else { load_lots(conn, tenant_id).await? };
     let funds = Funds::new(Money::from_db(paid), Money::from_db(held), lots, now);
     let expired_unswept = bonus.checked_sub(funds.bonus()).unwrap_or(Money::ZERO);
-    Ok(Some(Locked { tenant_id, currency, active: status == "active", funds, expired_unswept }))
+    let total = Money::from_db(paid + held).checked_add(bonus).expect("balances fit NUMERIC(20,6)");
+    Ok(Some(Locked { tenant_id, currency, active: status == "active", funds, expired_unswept, total }))
 }
 
 async fn load_lots(conn: &mut PgConnection, tenant_id: Uuid) -> Result<Vec<Lot>, sqlx::Error> {

@@ -43,7 +43,7 @@ pub struct Posted {
 }
 
 /// Posts `drafts`, in order, for the locked tenant. Returns the tenant's balances after.
-pub async fn post(conn: &mut PgConnection, locked: &Locked, drafts: &[Draft]) -> Result<Vec<Posted>, LedgerError> {
+pub async fn post(conn: &mut PgConnection, locked: &mut Locked, drafts: &[Draft]) -> Result<Vec<Posted>, LedgerError> {
     if drafts.is_empty() {
         return Ok(Vec::new());
     }
@@ -66,30 +66,17 @@ pub async fn post(conn: &mut PgConnection, locked: &Locked, drafts: &[Draft]) ->
         }
     }
 
-    let total_after: Decimal = sqlx::query_scalar(
-        "UPDATE balances SET paid = paid + $2, bonus = bonus + $3, held = held + $4 \
-         WHERE tenant_id = $1 RETURNING paid + bonus + held",
-    )
-    .bind(tenant)
-    .bind(delta.get(&Account::Paid).copied().unwrap_or_default())
-    .bind(delta.get(&Account::Bonus).copied().unwrap_or_default())
-    .bind(delta.get(&Account::Held).copied().unwrap_or_default())
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(overdraw)?;
-
     insert_new_lots(conn, tenant, drafts, &mut lot_delta).await?;
     update_lots(conn, tenant, &lot_delta).await?;
 
-    // The total after each draft, walking back from the final total.
+    // The lock guarantees nobody else moved the row: each total follows from the last.
     let mut posted = Vec::with_capacity(drafts.len());
-    let mut total = Money::from_db(total_after);
-    for d in drafts.iter().rev() {
-        posted.push(Posted { id: d.id, total_after: total });
-        total = total.checked_sub(d.tenant_delta()).expect("totals fit NUMERIC(20,6)");
+    for d in drafts {
+        locked.total = locked.total.checked_add(d.tenant_delta()).ok_or(LedgerError::WouldOverdraw)?;
+        posted.push(Posted { id: d.id, total_after: locked.total });
     }
-    posted.reverse();
-    insert_rows(conn, tenant, drafts, &posted).await?;
+    let balance = [Account::Paid, Account::Bonus, Account::Held].map(|a| delta.get(&a).copied().unwrap_or_default());
+    insert_rows(conn, tenant, balance, drafts, &posted).await?;
     Ok(posted)
 }
 
@@ -168,18 +155,22 @@ async fn update_lots(
     Ok(())
 }
 
-/// Inserts the transactions and their entries in one statement (one round trip): the
+/// Moves the cached balances and inserts the transactions and their entries in one
+/// statement (one round trip). The CHECKs on `balances` refuse an overdraft, and the
 /// entries' foreign key is checked at the end of the statement, after both inserts.
 async fn insert_rows(
     conn: &mut PgConnection,
     tenant: Uuid,
+    balance: [Decimal; 3],
     drafts: &[Draft],
     posted: &[Posted],
 ) -> Result<(), LedgerError> {
     let t = TxnColumns::new(drafts, posted);
     let e = EntryColumns::new(drafts);
     sqlx::query(
-        "WITH txns AS ( \
+        "WITH moved AS ( \
+           UPDATE balances SET paid = paid + $16, bonus = bonus + $17, held = held + $18 WHERE tenant_id = $1), \
+         txns AS ( \
            INSERT INTO ledger_transactions \
              (tenant_id, id, kind, description, reference, actor, corrects, api_key_id, total_after, created_at) \
            SELECT $1, * FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::uuid[], \
@@ -202,8 +193,12 @@ async fn insert_rows(
     .bind(&e.accounts)
     .bind(&e.amounts)
     .bind(&e.lots)
+    .bind(balance[0])
+    .bind(balance[1])
+    .bind(balance[2])
     .execute(conn)
-    .await?;
+    .await
+    .map_err(overdraw)?;
     Ok(())
 }
 

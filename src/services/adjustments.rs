@@ -146,9 +146,9 @@ async fn post_one(
                 return Ok(replay);
             }
             let now = Utc::now();
-            let locked = expiry::lock(tx, tenant_id, now).await?.ok_or(AppError::NotFound)?;
+            let mut locked = expiry::lock(tx, tenant_id, now).await?.ok_or(AppError::NotFound)?;
             let draft = decide(&locked, now)?;
-            let posted = ledger::post(tx, &locked, std::slice::from_ref(&draft)).await?;
+            let posted = ledger::post(tx, &mut locked, std::slice::from_ref(&draft)).await?;
             let view = TransactionView::from_draft(&draft, posted[0].total_after);
             idempotency::finish_json(tx, tenant_id, &key, &fp, StatusCode::CREATED, &view).await
         })

@@ -182,7 +182,7 @@ async fn write(app: &App, tenant: Uuid, items: &[Item], tx: &mut PgConnection) -
     }
 
     let drafts: Vec<Draft> = decided.iter().map(|d| d.draft.clone()).collect();
-    let posted = ledger::post(tx, &locked, &drafts).await?;
+    let posted = ledger::post(tx, &mut locked, &drafts).await?;
     let mut stored = Vec::with_capacity(decided.len());
     for (d, p) in decided.iter().zip(&posted) {
         let body = response(app, tenant, &locked.currency, &items[d.index].spend.kind, d, p.total_after)?;

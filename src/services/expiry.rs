@@ -32,8 +32,8 @@ pub async fn expire_lots(pool: &PgPool, limit: i64) -> AppResult<usize> {
 async fn expire_tenant_lots(pool: &PgPool, tenant: Uuid) -> AppResult<usize> {
     let now = Utc::now();
     let mut tx = pool.begin().await?;
-    let locked = ledger::lock(&mut tx, tenant, now).await?.ok_or(AppError::NotFound)?;
-    let n = expire_due(&mut tx, &locked, now).await?;
+    let mut locked = ledger::lock(&mut tx, tenant, now).await?.ok_or(AppError::NotFound)?;
+    let n = expire_due(&mut tx, &mut locked, now).await?;
     tx.commit().await?;
     Ok(n)
 }
@@ -44,14 +44,14 @@ async fn expire_tenant_lots(pool: &PgPool, tenant: Uuid) -> AppResult<usize> {
 pub async fn lock(conn: &mut PgConnection, tenant: Uuid, now: DateTime<Utc>) -> AppResult<Option<Locked>> {
     let Some(mut locked) = ledger::lock(conn, tenant, now).await? else { return Ok(None) };
     if locked.expired_unswept.is_positive() {
-        expire_due(conn, &locked, now).await?;
+        expire_due(conn, &mut locked, now).await?;
         locked.expired_unswept = Money::ZERO;
     }
     Ok(Some(locked))
 }
 
 /// Posts the expiry of every due lot of a locked tenant, with its `credits.expired` event.
-async fn expire_due(conn: &mut PgConnection, locked: &Locked, now: DateTime<Utc>) -> AppResult<usize> {
+async fn expire_due(conn: &mut PgConnection, locked: &mut Locked, now: DateTime<Utc>) -> AppResult<usize> {
     let tenant = locked.tenant_id;
     let due: Vec<(Uuid, Decimal, DateTime<Utc>)> = sqlx::query_as(
         "SELECT id, remaining, expires_at FROM bonus_lots WHERE tenant_id = $1 AND remaining > 0 AND expires_at <= $2",

@@ -180,7 +180,7 @@ pub async fn capture(
             if let Some(replay) = idempotency::begin(tx, tenant, &key, &fp).await? {
                 return Ok(replay);
             }
-            let (locked, row) = lock_hold(tx, tenant, hold_id, now).await?;
+            let (mut locked, row) = lock_hold(tx, tenant, hold_id, now).await?;
             if !locked.active {
                 return Err(AppError::Forbidden("the tenant is suspended".into()));
             }
@@ -217,7 +217,7 @@ pub async fn capture(
             if rest.total().is_positive() {
                 drafts.extend(release_drafts(tx, tenant, hold_id, &rest, "captured", now).await?);
             }
-            let posted = ledger::post(tx, &locked, &drafts).await?;
+            let posted = ledger::post(tx, &mut locked, &drafts).await?;
             let total_after = posted.last().expect("at least the capture").total_after;
             let available_after =
                 total_after.checked_sub(locked.funds.held.checked_sub(held).unwrap_or_default()).unwrap_or_default();
@@ -309,7 +309,7 @@ pub async fn release(pool: PgPool, tenant: Uuid, hold_id: Uuid, expire: bool) ->
     let now = Utc::now();
     in_transaction(&pool, move |tx| {
         Box::pin(async move {
-            let (locked, row) = lock_hold(tx, tenant, hold_id, now).await?;
+            let (mut locked, row) = lock_hold(tx, tenant, hold_id, now).await?;
             if expire {
                 if row.status != "active" || row.expires_at > now {
                     return Err(AppError::Conflict("the hold is not overdue".into()));
@@ -319,7 +319,7 @@ pub async fn release(pool: PgPool, tenant: Uuid, hold_id: Uuid, expire: bool) ->
             }
             let status = if expire { "expired" } else { "released" };
             let drafts = release_drafts(tx, tenant, hold_id, &row.funding(), status, now).await?;
-            ledger::post(tx, &locked, &drafts).await?;
+            ledger::post(tx, &mut locked, &drafts).await?;
             resolve(tx, tenant, hold_id, status, None, now).await?;
             if expire {
                 let data = json!({

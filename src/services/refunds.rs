@@ -75,7 +75,7 @@ pub async fn refund(
             if let Some(replay) = idempotency::begin(tx, tenant, &key, &fp).await? {
                 return Ok(replay);
             }
-            let locked = expiry::lock(tx, tenant, now).await?.ok_or(AppError::NotFound)?;
+            let mut locked = expiry::lock(tx, tenant, now).await?.ok_or(AppError::NotFound)?;
             let charge: Option<(Decimal, Decimal, Json<Vec<LotPart>>)> =
                 sqlx::query_as("SELECT amount, funded_paid, lots FROM charges WHERE tenant_id = $1 AND id = $2")
                     .bind(tenant)
@@ -117,7 +117,7 @@ pub async fn refund(
                 .and_then(|e| Money::checked_sum(e.entries.iter().filter(|x| x.account == Account::Expired).map(|x| x.amount)))
                 .unwrap_or_default();
             let drafts: Vec<Draft> = std::iter::once(draft).chain(expiry).collect();
-            let posted = ledger::post(tx, &locked, &drafts).await?;
+            let posted = ledger::post(tx, &mut locked, &drafts).await?;
             let total_after = posted.last().expect("the refund").total_after;
             sqlx::query(
                 "INSERT INTO refunds (tenant_id, id, charge_id, transaction_id, amount, to_bonus, to_paid, lots, reason, created_at) \

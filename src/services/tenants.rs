@@ -85,14 +85,14 @@ pub async fn create(pool: PgPool, cfg: &Config, req: CreateTenant) -> AppResult<
                 .execute(&mut *tx)
                 .await?;
             if signup_credit.is_positive() {
-                let locked =
+                let mut locked =
                     ledger::lock(tx, tenant.id, now).await?.ok_or_else(|| AppError::internal("tenant vanished"))?;
                 let expires = signup_days.map(|d| now + Duration::days(d.into()));
                 let draft = Draft::new(TxnKind::Signup, now)
                     .description(Some("Signup credit".into()))
                     .actor("system")
                     .grant_lot(Account::Promotions, TxnKind::Signup, signup_credit, expires);
-                ledger::post(tx, &locked, &[draft]).await?;
+                ledger::post(tx, &mut locked, &[draft]).await?;
             }
             Ok(tenant)
         })

@@ -190,7 +190,7 @@ async fn lock_auto(conn: &mut PgConnection, row: &TopUpRow) -> AppResult<()> {
 async fn credit(app: &App, row: &TopUpRow, provider_ref: &str) -> AppResult<Settled> {
     let now = Utc::now();
     let mut tx = app.pool.begin().await?;
-    let locked = ledger::lock(&mut tx, row.tenant_id, now).await?.ok_or(AppError::NotFound)?;
+    let mut locked = ledger::lock(&mut tx, row.tenant_id, now).await?.ok_or(AppError::NotFound)?;
     lock_auto(&mut tx, row).await?;
     if !lock_pending(&mut tx, row).await? {
         tx.rollback().await?;
@@ -218,7 +218,7 @@ async fn credit(app: &App, row: &TopUpRow, provider_ref: &str) -> AppResult<Sett
                 .grant_lot(Account::Promotions, TxnKind::Bonus, bonus, bonus_expires_at),
         );
     }
-    let posted = ledger::post(&mut tx, &locked, &drafts).await?;
+    let posted = ledger::post(&mut tx, &mut locked, &drafts).await?;
     let done: TopUpRow = sqlx::query_as(&format!(
         "UPDATE top_ups SET status = 'succeeded', provider_ref = $3, bonus_expires_at = $4, transaction_id = $5, \
            completed_at = $6, lease_until = NULL, retry_at = NULL, error = NULL \

@@ -11,6 +11,7 @@ mod credentials;
 mod holds;
 mod idempotency;
 mod isolation;
+mod ledger;
 mod ops;
 mod pricing;
 mod refunds;

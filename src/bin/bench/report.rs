@@ -124,7 +124,12 @@ fn truncate(s: &str, max: usize) -> &str {
 pub fn print_header(m: &Machine, args: &Args, tally: &Path) {
     let pool = std::env::var("TALLY_DB_POOL_SIZE").unwrap_or_else(|_| "16 (default)".into());
     let batch_max = std::env::var("TALLY_CHARGE_BATCH_MAX").unwrap_or_else(|_| "256 (default)".into());
-    println!("tally-bench: {} s per timed scenario, {} tenants in the spread scenario", args.seconds, args.tenants);
+    println!(
+        "tally-bench: {} s per timed scenario, {} tenants in the spread scenario, batching {} first",
+        args.seconds,
+        args.tenants,
+        args.order[0].name()
+    );
     println!("machine:     {} CPUs, {}, {} RAM", m.cpus, m.model, m.memory);
     println!(
         "busy:        {:.2} of {} cores busy just before the run (other work on the machine disturbs the figures)",
@@ -175,6 +180,12 @@ pub fn print_summary(rows: &[Row]) {
         compare(rows, &spread.scenario.clone(), 64);
     }
     one_client_latency(rows);
+    if rows.iter().any(|r| r.verdict.notes.iter().any(|n| n.starts_with("DRIFT"))) {
+        println!(
+            "caution: some scenarios drifted (see DRIFT notes): their rates depend on how much data the run \
+             had written, so the on/off ratios depend on the order of the configurations; compare with --order"
+        );
+    }
     let failed = rows.iter().filter(|r| !r.verdict.passed()).count();
     if failed == 0 {
         println!("all {} scenarios verified: ledger check ok, every acknowledged charge exists exactly once, none unacknowledged, money conserved, no negative balance", rows.len());

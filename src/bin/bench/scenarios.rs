@@ -29,6 +29,8 @@ const EXHAUSTION_FUNDING: &str = "5.00";
 const EXHAUSTION_REQUESTS: usize = 800;
 /// Cores used by unrelated processes above which a scenario's figures are flagged.
 const DISTURBED: f64 = 0.25;
+/// A scenario whose last full second is below this share of its best early second is flagged.
+const DRIFT: f64 = 0.6;
 /// Tenants are created this many at a time.
 const SETUP_CONCURRENCY: usize = 32;
 
@@ -228,6 +230,9 @@ impl Runner<'_> {
             expect: s.expect,
         };
         let mut verdict = check.run(&outcome).await?;
+        if let Some(drift) = drift(&outcome.per_second) {
+            verdict.notes.push(drift);
+        }
         if cpu.others() > DISTURBED {
             verdict.notes.push(format!(
                 "other processes kept {:.2} cores busy during this scenario: its figures are disturbed",
@@ -239,4 +244,18 @@ impl Runner<'_> {
         row.print();
         Ok(row)
     }
+}
+
+/// A note when the response rate fell markedly during the scenario: per-request cost that
+/// grows with the data written so far, not a steady state.
+fn drift(per_second: &[u64]) -> Option<String> {
+    // Whole seconds only: the last bucket is partly the tail of in-flight requests.
+    let full = &per_second[..per_second.len().saturating_sub(1)];
+    if full.len() < 3 {
+        return None;
+    }
+    let early = full[0].max(full[1]);
+    let last = full[full.len() - 1];
+    ((last as f64) < DRIFT * early as f64)
+        .then(|| format!("DRIFT: the rate fell from {early}/s (early) to {last}/s (last second): not a steady state"))
 }
