@@ -136,8 +136,10 @@ pub async fn begin_many(
     let stored: Vec<Row> = if names.is_empty() {
         Vec::new()
     } else {
+        // The primary key is (key, tenant_id): the keys are the index condition, so each is
+        // an exact lookup however many keys the tenant has (see migration 0004).
         sqlx::query_as(
-            "SELECT key, fingerprint, status, body FROM idempotency_keys WHERE tenant_id = $1 AND key = ANY($2)",
+            "SELECT key, fingerprint, status, body FROM idempotency_keys WHERE key = ANY($2) AND tenant_id = $1",
         )
         .bind(tenant)
         .bind(&names)

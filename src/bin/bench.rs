@@ -4,7 +4,7 @@
 //! What it measures, in one run on one machine:
 //! 1. it starts one ephemeral embedded PostgreSQL cluster (fsync on) and creates a database;
 //! 2. for each configuration, `TALLY_CHARGE_BATCHING=off` (one locked transaction per charge)
-//!    and then `on` (group commit), it spawns the release `tally` binary found next to this
+//!    and then `on` (group commit) unless `--order on,off`, it spawns the release `tally` binary found next to this
 //!    executable on that same database, waits for `/readyz`, runs the scenarios below, and
 //!    stops it with SIGTERM;
 //! 3. scenarios (each `--seconds` long, 10 s by default, 3 s with `--quick`):
@@ -22,8 +22,9 @@
 //! ledger check (`GET /v1/admin/ledger/check`); that every acknowledged charge (id from a
 //! 201) exists exactly once in the database and that the scenario's tenants gained no charge
 //! without an acknowledgement (transport errors and 5xx, whose outcome the client cannot
-//! know, are counted and allowed for, and reported); that the tenants' balances equal their
-//! funding minus their recorded charges, none below zero; and for the exhaustion scenario,
+//! know, are counted and allowed for, and reported); that the tenants' balances plus their
+//! charges are unchanged (money only moved, 0.01 per new charge) and no balance is below
+//! zero; and for the exhaustion scenario,
 //! exactly 500 × 201, 300 × 402 `insufficient_funds` and a final balance of 0.00.
 //!
 //! Each row also shows where the CPU went during the load (whole machine, service,
