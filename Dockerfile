@@ -1,8 +1,9 @@
 # Build stage: compile the release binary.
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
+COPY tests ./tests
 COPY migrations ./migrations
 COPY prices ./prices
 RUN cargo build --release --bin tally
