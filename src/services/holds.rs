@@ -184,7 +184,8 @@ pub async fn capture(
             if !locked.active {
                 return Err(AppError::Forbidden("the tenant is suspended".into()));
             }
-            ensure_active(&row, now)?;
+            // The time after the lock wait, not before it: a hold that expired meanwhile is not active.
+            ensure_active(&row, Utc::now())?;
             let held = Money::from_db(row.amount);
             let amount = match (&req.amount, &req.usage) {
                 (Some(_), Some(_)) => return Err(AppError::invalid("give `amount` or `usage`, not both")),
@@ -315,7 +316,8 @@ pub async fn release(pool: PgPool, tenant: Uuid, hold_id: Uuid, expire: bool) ->
                     return Err(AppError::Conflict("the hold is not overdue".into()));
                 }
             } else {
-                ensure_active(&row, now)?;
+                // The time after the lock wait, not before it: a hold that expired meanwhile is not active.
+                ensure_active(&row, Utc::now())?;
             }
             let status = if expire { "expired" } else { "released" };
             let drafts = release_drafts(tx, tenant, hold_id, &row.funding(), status, now).await?;
