@@ -24,6 +24,17 @@ pub struct Locked {
     pub total: Money,
 }
 
+/// Opens a new tenant's accounts (paid, bonus, held), all at zero, in the caller's
+/// transaction: the row [`lock`] takes from then on.
+pub async fn open_accounts(conn: &mut PgConnection, tenant_id: Uuid, currency: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO balances (tenant_id, currency) VALUES ($1, $2)")
+        .bind(tenant_id)
+        .bind(currency)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Locks the tenant's balances row (`FOR UPDATE`) and reads its spendable funds.
 /// `None`: no such tenant. Lots need no lock of their own: they are only written under
 /// this one.

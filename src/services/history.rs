@@ -147,7 +147,7 @@ pub fn to_csv(rows: &[TransactionView]) -> String {
 
 fn csv_field(s: &str) -> String {
     // A leading =, +, - or @ would run as a formula in a spreadsheet: quote it as text.
-    let formula = s.starts_with(['=', '+', '@']) || (s.starts_with('-') && s.parse::<f64>().is_err());
+    let formula = s.starts_with(['=', '+', '@']) || (s.starts_with('-') && Money::parse(s).is_err());
     if formula || s.contains([',', '"', '\n', '\r']) {
         format!("\"{}{}\"", if formula { "'" } else { "" }, s.replace('"', "\"\""))
     } else {

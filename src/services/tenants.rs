@@ -79,11 +79,7 @@ pub async fn create(pool: PgPool, cfg: &Config, req: CreateTenant) -> AppResult<
                 }
                 _ => e.into(),
             })?;
-            sqlx::query("INSERT INTO balances (tenant_id, currency) VALUES ($1, $2)")
-                .bind(tenant.id)
-                .bind(&currency)
-                .execute(&mut *tx)
-                .await?;
+            ledger::open_accounts(tx, tenant.id, &currency).await?;
             if signup_credit.is_positive() {
                 let mut locked =
                     ledger::lock(tx, tenant.id, now).await?.ok_or_else(|| AppError::internal("tenant vanished"))?;
