@@ -353,7 +353,7 @@ async fn second_process_on_a_data_directory_is_refused() {
 }
 
 #[tokio::test]
-async fn recorded_cluster_that_is_missing_is_refused() {
+async fn missing_or_ambiguous_recorded_cluster_is_refused() {
     let scratch = Scratch::new();
     let data = scratch.0.join("data");
     fs::create_dir(&data).unwrap();
@@ -363,12 +363,19 @@ async fn recorded_cluster_that_is_missing_is_refused() {
     assert!(stderr.contains("is missing") && stderr.contains(&elsewhere.join("pg").display().to_string()), "{stderr}");
     assert!(!elsewhere.exists() && !data.join("pg").exists(), "no new cluster anywhere");
 
-    // Recorded in the data directory, and empty: also not a fresh initdb.
-    fs::write(data.join("CLUSTER_LOCATION"), ".\n").unwrap();
+    // Recorded elsewhere, and one in the data directory too: which one is the user's?
+    fs::create_dir_all(elsewhere.join("pg")).unwrap();
     fs::create_dir(data.join("pg")).unwrap();
     let (stderr, _) = start(&data).await.refused();
+    assert!(stderr.contains("two embedded databases"), "{stderr}");
+
+    // Recorded in the data directory, and empty: also not a fresh initdb.
+    fs::write(data.join("CLUSTER_LOCATION"), ".\n").unwrap();
+    let (stderr, _) = start(&data).await.refused();
     assert!(stderr.contains("is empty"), "{stderr}");
-    assert_eq!(fs::read_dir(data.join("pg")).unwrap().count(), 0);
+    for d in [data.join("pg"), elsewhere.join("pg")] {
+        assert_eq!(fs::read_dir(d).unwrap().count(), 0, "left as it was");
+    }
 }
 
 #[tokio::test]

@@ -5,7 +5,9 @@
 //!   record is honoured: it names the directory that holds the cluster as `pg`, relative
 //!   to the data directory (`.`, what this version writes: the cluster is `<data>/pg`) or
 //!   absolute (what earlier versions wrote for a cluster under /var/lib/tally-embedded);
-//! - a recorded cluster that is missing or empty is an error, never a fresh `initdb`;
+//! - a recorded cluster that is missing or empty is an error, never a fresh `initdb`; so is
+//!   a record naming a cluster elsewhere while `<data>/pg` exists too (earlier versions
+//!   could make both), since only the user knows which holds the data;
 //! - a cluster that exists but is damaged (no `PG_VERSION` beside other files, not a
 //!   directory, another major version, another owner) is an error that says what is
 //!   wrong and how to recover; this module only reads, so nothing is touched.
@@ -50,7 +52,21 @@ pub fn locate(data: &Path) -> Result<Location, EmbeddedError> {
                 )));
             }
             let holder: PathBuf = data.join(named).components().filter(|c| *c != Component::CurDir).collect();
-            Ok(Location { cluster: holder.join("pg"), recorded: true })
+            let cluster = holder.join("pg");
+            let local = data.join("pg");
+            if cluster != local && fs::symlink_metadata(&local).is_ok() {
+                // Earlier versions chose between the two by permissions at each start, so
+                // either may hold the latest data: only the user can tell.
+                return Err(EmbeddedError::Refused(format!(
+                    "this data directory has two embedded databases: {record} names {cluster}, and there is \
+                     also {local}. Tally cannot tell which one holds your data. Nothing was changed. To use \
+                     {local}, write `.` into {record}; to use {cluster}, move {local} aside. {HOW_TO}",
+                    record = record.display(),
+                    cluster = cluster.display(),
+                    local = local.display()
+                )));
+            }
+            Ok(Location { cluster, recorded: true })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Ok(Location { cluster: data.join("pg"), recorded: false })
