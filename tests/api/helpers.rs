@@ -329,7 +329,12 @@ pub fn database_url(db: &PgConnectOptions) -> String {
         None => {
             let socket = db.get_socket().expect("embedded clusters listen on a socket");
             let password = cluster().password.as_deref().unwrap_or_default();
-            format!("postgres://{}:{password}@localhost/{name}?host={}", db.get_username(), socket.display())
+            format!(
+                "postgres://{}:{password}@localhost:{}/{name}?host={}",
+                db.get_username(),
+                db.get_port(),
+                socket.display()
+            )
         }
     }
 }
