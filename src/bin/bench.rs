@@ -149,7 +149,7 @@ fn usage_error(msg: &str) -> ExitCode {
 fn run(args: &Args) -> Result<bool, BoxError> {
     let tally = service_binary()?;
     let busy_before = cpu::machine_load(Duration::from_secs(1));
-    let dir = std::env::temp_dir().join(format!("tally-bench-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("tally-bench-{}-{:08x}", std::process::id(), rand::random::<u32>()));
     let pg = cluster::start(&dir)?;
     let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let load = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("bench-load").build()?;

@@ -22,6 +22,8 @@ pub const ADMIN: &str = "test-admin-token-0123456789";
 
 struct Cluster {
     admin: PgConnectOptions,
+    /// The embedded cluster's password (for URLs handed to the real binary).
+    password: Option<String>,
     template: String,
     embedded: Mutex<Option<EmbeddedPostgres>>,
     created: Mutex<Vec<String>>,
@@ -45,6 +47,7 @@ fn start_cluster() -> Cluster {
             (pg.connect_options("postgres"), Some(pg))
         }
     };
+    let password = embedded.as_ref().map(|pg| pg.password().to_string());
     // SAFETY: registering a plain extern "C" function with no captured state.
     unsafe { libc::atexit(cleanup) };
     let template = format!("tally_tpl_{}", std::process::id());
@@ -57,7 +60,7 @@ fn start_cluster() -> Cluster {
         MIGRATOR.run(&mut tpl).await.expect("migrations");
         tpl.close().await.unwrap();
     });
-    Cluster { admin, template, embedded: Mutex::new(embedded), created: Mutex::new(Vec::new()) }
+    Cluster { admin, password, template, embedded: Mutex::new(embedded), created: Mutex::new(Vec::new()) }
 }
 
 extern "C" fn cleanup() {
@@ -325,7 +328,13 @@ pub fn database_url(db: &PgConnectOptions) -> String {
         }
         None => {
             let socket = db.get_socket().expect("embedded clusters listen on a socket");
-            format!("postgres://{}@localhost/{name}?host={}", db.get_username(), socket.display())
+            let password = cluster().password.as_deref().unwrap_or_default();
+            format!(
+                "postgres://{}:{password}@localhost:{}/{name}?host={}",
+                db.get_username(),
+                db.get_port(),
+                socket.display()
+            )
         }
     }
 }

@@ -8,6 +8,7 @@ mod bad_input;
 mod batching;
 mod charges;
 mod credentials;
+mod embedded;
 mod holds;
 mod idempotency;
 mod isolation;

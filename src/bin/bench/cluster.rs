@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tally::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
 
 use crate::BoxError;
 
-/// An ephemeral cluster under `dir`, fsync ON: commits are as durable as in production.
+/// An ephemeral cluster in `dir` (created here, removed on drop), fsync ON: commits are as
+/// durable as in production.
 pub fn start(dir: &Path) -> Result<EmbeddedPostgres, BoxError> {
     Ok(EmbeddedPostgres::start(EmbeddedOptions {
         dir: dir.to_path_buf(),
@@ -30,22 +31,12 @@ pub struct Database {
 impl Database {
     pub async fn create(pg: &EmbeddedPostgres, name: &str) -> Result<Database, BoxError> {
         let opts = pg.ensure_database(name).await?;
-        let url = database_url(&opts)?;
+        let url = pg.database_url(name);
         let pool = PgPoolOptions::new().max_connections(4).connect_with(opts).await?;
         let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&pool).await?;
         let postmaster_pid = crate::cpu::parent_of(backend as u32).ok_or("cannot find the postmaster's pid")?;
         Ok(Database { url, pool, postmaster_pid })
     }
-}
-
-/// `postgres://<role>@localhost/<db>?host=<socket dir>`: the cluster listens only on its
-/// Unix socket.
-fn database_url(opts: &PgConnectOptions) -> Result<String, BoxError> {
-    let socket = opts.get_socket().ok_or("the embedded cluster has no socket")?;
-    let socket = socket.to_str().ok_or("socket path is not UTF-8")?;
-    let host: String = url::form_urlencoded::byte_serialize(socket.as_bytes()).collect();
-    let db = opts.get_database().ok_or("no database name")?;
-    Ok(format!("postgres://{}@localhost/{db}?host={host}", opts.get_username()))
 }
 
 /// What the figures were measured on.
