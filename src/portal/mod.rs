@@ -51,13 +51,13 @@ pub fn router(state: AppState) -> Router {
         .route("/portal/transactions", get(transactions::get))
         .route("/portal/transactions.csv", get(transactions::csv))
         .route("/portal/api-keys", get(api_keys::get).post(api_keys::create))
-        .route("/portal/api-keys/{key_id}", post(api_keys::update))
+        .route("/portal/api-keys/{key_id}", post(api_keys::update).get(back_to("/portal/api-keys")))
         .route("/portal/top-ups", get(top_ups::get).post(top_ups::create))
         .route("/portal/top-ups/{top_up_id}/receipt", get(top_ups::receipt))
         .route("/portal/settings", get(settings::get))
-        .route("/portal/settings/auto-top-up", post(settings::auto_top_up))
-        .route("/portal/settings/webhook", post(settings::webhook))
-        .route("/portal/sign-out", post(entry::sign_out))
+        .route("/portal/settings/auto-top-up", post(settings::auto_top_up).get(back_to("/portal/settings")))
+        .route("/portal/settings/webhook", post(settings::webhook).get(back_to("/portal/settings")))
+        .route("/portal/sign-out", post(entry::sign_out).get(back_to("/portal")))
         .route("/portal/enter", get(entry::enter))
         .route("/portal/expired", get(entry::expired))
         .route("/portal/static/portal.css", get(stylesheet))
@@ -65,6 +65,14 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::map_response(headers::secure));
     let api = Router::new().route("/v1/tenants/{tenant_id}/portal-sessions", post(api::create_session));
     pages.merge(api).with_state(state)
+}
+
+/// A GET on a form's address (a bookmark, a typed URL): the page the form is on, for a
+/// session; the expired page without one, like every other portal address.
+fn back_to(
+    page: &'static str,
+) -> impl Fn(session::PortalSession) -> std::future::Ready<Response> + Clone + Send + Sync + 'static {
+    move |_| std::future::ready(session::see_other(page))
 }
 
 async fn stylesheet() -> Response {

@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 use super::{notice, page, table_wrap, Nav, Tone};
 use crate::portal::backend::{self, Page, TransactionView, TxnFilter, TxnKind, CSV_MAX_ROWS};
+
+const _: () = assert!(CSV_MAX_ROWS == 20_000, "the page says 20,000");
 use crate::portal::errors::PortalResult;
 use crate::portal::format;
 use crate::portal::session::PortalSession;
@@ -140,7 +142,7 @@ fn view(p: &Params, problems: &[String], rows: &Page<TransactionView>, paged: bo
                 a.button.secondary href={ "/portal/transactions.csv?" (query(p, None)) } download { "Download CSV" }
             }
         }
-        p.muted.small { "The CSV file holds every transaction the filter matches (the newest " (CSV_MAX_ROWS) " at most)." }
+        p.muted.small { "The CSV file holds every transaction the filter matches (the newest 20,000 at most)." }
         @if rows.data.is_empty() {
             p { @if paged { "No more transactions." } @else { "No transactions match." } }
         } @else {

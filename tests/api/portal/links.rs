@@ -158,6 +158,8 @@ async fn without_a_session_every_portal_address_goes_to_the_expired_page() {
             "/portal/top-ups",
             "/portal/settings",
             "/portal/nothing/here",
+            "/portal/sign-out",
+            "/portal/settings/webhook",
             receipt.as_str(),
         ] {
             let r = who.get(path).await;
@@ -169,6 +171,12 @@ async fn without_a_session_every_portal_address_goes_to_the_expired_page() {
         }
     }
     assert_eq!(count(&app, "SELECT count(*) FROM api_keys WHERE tenant_id = $1", t).await, 0);
+    // With a session, a GET on a form's address shows the form's page.
+    let p = Portal::open(&app, t).await;
+    p.get("/portal/settings/auto-top-up").await.assert_redirect("/portal/settings");
+    p.get("/portal/sign-out").await.assert_redirect("/portal");
+    p.get("/portal/nothing/here").await.assert(404).assert_contains("There is nothing here");
+    p.get("/portal/").await.assert_redirect("/portal");
     let expired = nobody.get("/portal/expired").await;
     expired.assert(200).assert_contains("Ask your platform for a new portal link");
     nobody.get("/portal/static/portal.css").await.assert(200);
