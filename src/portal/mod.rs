@@ -63,7 +63,9 @@ pub fn router(state: AppState) -> Router {
         .route("/portal/static/portal.css", get(stylesheet))
         .route("/portal/{*rest}", any(entry::not_found))
         .layer(middleware::map_response(headers::secure));
-    let api = Router::new().route("/v1/tenants/{tenant_id}/portal-sessions", post(api::create_session));
+    let api = Router::new()
+        .route("/v1/tenants/{tenant_id}/portal-sessions", post(api::create_session))
+        .method_not_allowed_fallback(|| async { crate::error::AppError::MethodNotAllowed });
     pages.merge(api).with_state(state)
 }
 

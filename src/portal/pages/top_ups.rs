@@ -43,8 +43,18 @@ struct FormState {
     amount: String,
 }
 
+const KEY_PREFIX: &str = "portal-top-up-";
+
 fn new_key() -> String {
-    format!("portal-top-up-{}", Uuid::new_v4())
+    format!("{KEY_PREFIX}{}", Uuid::new_v4())
+}
+
+/// Only keys this page makes: a form cannot be used to occupy any other idempotency key
+/// of the tenant (one its platform's backends might use).
+fn form_key(f: &Fields) -> Option<String> {
+    let key = f.get("idempotency_key")?;
+    let id = key.strip_prefix(KEY_PREFIX)?;
+    Uuid::parse_str(id).ok().map(|_| key.to_string())
 }
 
 pub async fn get(
@@ -98,10 +108,9 @@ async fn render(
 pub async fn create(State(s): State<AppState>, sess: PortalSession, form: Fields) -> PortalResult<Response> {
     sess.check(&form)?;
     let PortalSession(sess) = sess;
-    let key = form.get("idempotency_key").unwrap_or_default().to_string();
-    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+    let Some(key) = form_key(&form) else {
         return Err(AppError::invalid("this form is incomplete: reload the page and try again").into());
-    }
+    };
     let typed = form.get("amount").unwrap_or_default().to_string();
     let same = |key: &str| FormState { key: key.to_string(), amount: typed.clone() };
     let amount = match parse_amount(&typed, "The amount") {
@@ -286,5 +295,21 @@ fn brand_name(b: &str) -> String {
     match c.next() {
         Some(f) => f.to_uppercase().chain(c).collect(),
         None => "Card".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_pages_own_keys_are_accepted() {
+        let with = |k: &str| Fields(vec![("idempotency_key".into(), k.into())]);
+        let k = new_key();
+        assert_eq!(form_key(&with(&k)), Some(k));
+        for bad in ["", "job-42", "portal-top-up-", "portal-top-up-not-a-uuid", "x-portal-top-up-0"] {
+            assert_eq!(form_key(&with(bad)), None, "{bad}");
+        }
+        assert_eq!(form_key(&Fields::default()), None);
     }
 }

@@ -132,7 +132,7 @@ impl View<'_> {
             }
             div.cards {
                 div.card { p.label { "Spent in the last " (self.days) " days" } p.value { (m(total)) } p.help { (period) } }
-                div.card { p.label { "Charges" } p.value { (count) } p.help { "Net of refunds." } }
+                div.card { p.label { "Charges" } p.value { (count) } p.help { "Spend is net of refunds." } }
             }
             section aria-labelledby="day-h" {
                 h2 id="day-h" { "Spend per day" }

@@ -60,7 +60,13 @@ impl Browser {
                 !require_browser(),
                 "TALLY_REQUIRE_BROWSER=1 but chromium/chromedriver are not installed (apt-get install chromium chromium-driver)"
             );
-            eprintln!("\n!!!!! SKIP {test}: chromium and chromedriver not found; install Debian's chromium and chromium-driver (TALLY_REQUIRE_BROWSER=1 makes this a failure) !!!!!\n");
+            // Straight to the terminal: the test harness hides what a passing test prints.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n!!!!! SKIP {test}: chromium and chromedriver not found; install Debian's chromium and \
+                 chromium-driver (TALLY_REQUIRE_BROWSER=1 makes this a failure) !!!!!\n"
+            );
             return None;
         };
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -88,6 +88,9 @@ async fn a_top_up_form_sent_twice_charges_the_card_once() {
     a.assert(303);
     b.assert_redirect(&a.location());
 
+    // A key the page did not make (one a backend might use) is refused, charging nothing.
+    let forged = [("csrf", csrf.as_str()), ("idempotency_key", "job-42"), ("amount", "30")];
+    p.post("/portal/top-ups", &forged).await.assert(400).assert_contains("reload the page");
     assert_eq!(count(&app, "SELECT count(*) FROM top_ups WHERE tenant_id = $1", t).await, 2);
     assert_eq!(mock_of(&app).charges().len(), 2, "two forms, two charges");
     let top_up_txns =

@@ -50,6 +50,7 @@ async fn links_are_made_for_the_admin_and_the_tenants_own_key_only() {
     make_link(&app, t, &service).await.assert_error(403, "forbidden");
     make_link(&app, t, "tk_nope").await.assert_error(401, "unauthorized");
     app.post(&format!("/v1/tenants/{t}/portal-sessions"), ADMIN, json!({})).await.assert(201);
+    app.get(&format!("/v1/tenants/{t}/portal-sessions"), ADMIN).await.assert_error(405, "method_not_allowed");
     app.post(&format!("/v1/tenants/{t}/portal-sessions"), ADMIN, json!({ "tenant_id": other }))
         .await
         .assert_error(400, "invalid_request");
@@ -122,11 +123,7 @@ async fn an_https_public_url_makes_the_cookie_secure() {
 
 #[tokio::test]
 async fn expired_links_and_sessions_end_on_the_expired_page() {
-    let app = TestApp::spawn_with(|c| {
-        c.portal.link_ttl = Duration::from_millis(400);
-        c.portal.session_ttl = Duration::from_millis(1200);
-    })
-    .await;
+    let app = TestApp::spawn_with(|c| c.portal.link_ttl = Duration::from_millis(400)).await;
     let t = app.create_tenant("a").await;
     let stale = path_of(&make_link(&app, t, ADMIN).await.str("url"));
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -134,9 +131,22 @@ async fn expired_links_and_sessions_end_on_the_expired_page() {
     r.assert_redirect("/portal/expired");
     assert!(r.headers.get("set-cookie").is_none());
 
+    // A session past its 12 hours (its end moved into the past: no test waits 12 hours).
     let p = Portal::open(&app, t).await;
     p.get("/portal").await.assert(200);
-    tokio::time::sleep(Duration::from_millis(1400)).await;
+    let ends: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT expires_at FROM portal_sessions WHERE tenant_id = $1")
+            .bind(t)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let hours = (ends - chrono::Utc::now()).num_minutes();
+    assert!((11 * 60 + 58..=12 * 60).contains(&hours), "12 hours, got {hours} minutes");
+    sqlx::query("UPDATE portal_sessions SET expires_at = now() - interval '1 second' WHERE tenant_id = $1")
+        .bind(t)
+        .execute(&app.pool)
+        .await
+        .unwrap();
     p.get("/portal").await.assert_redirect("/portal/expired");
     p.get("/portal/settings").await.assert_redirect("/portal/expired");
 }
