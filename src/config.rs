@@ -62,6 +62,8 @@ pub struct Config {
     /// Tests only: this mock instead of a fresh one, so that several instances in one
     /// process share one provider the way replicas share a real one.
     pub mock_provider: Option<std::sync::Arc<crate::payments::MockProvider>>,
+    /// The tenant portal: `TALLY_PUBLIC_URL`, link and session lifetimes.
+    pub portal: crate::portal::config::PortalConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +139,7 @@ impl Config {
                 parse::<u64>(&var, "TALLY_CREDITS_EXPIRING_DAYS", "7")?.saturating_mul(86_400),
             ),
             mock_provider: None,
+            portal: crate::portal::config::PortalConfig::from_lookup(&var)?,
         })
         .and_then(Config::validated)
     }

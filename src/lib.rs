@@ -13,6 +13,7 @@ pub mod ids;
 pub mod ledger;
 pub mod money;
 pub mod payments;
+pub mod portal;
 pub mod pricing;
 pub mod services;
 pub mod startup;

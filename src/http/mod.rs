@@ -29,6 +29,7 @@ pub fn router(state: AppState) -> Router {
     ops::prometheus();
     let timeout = state.config.request_timeout;
     let body_limit = state.config.body_limit_bytes;
+    let portal = crate::portal::router(state.clone());
     let api = Router::new()
         .route("/v1/tenants", post(tenants::create_tenant).get(tenants::list_tenants))
         .route("/v1/tenants/{tenant_id}", get(tenants::get_tenant).patch(tenants::update_tenant))
@@ -76,7 +77,8 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .with_state(state);
 
-    api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
+    api.merge(portal)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
         .layer(middleware::from_fn_with_state(timeout, deadline))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| AppError::internal("handler panicked").into_response()))

@@ -21,6 +21,7 @@ use super::{admin, money, money_in, ops, tenants};
         admin::create_service_token, admin::adjust, admin::convert, admin::ledger_check,
         admin::put_price, admin::get_tenant_pricing, admin::put_tenant_pricing, admin::list_prices, admin::price_versions,
         ops::healthz, ops::readyz, ops::metrics,
+        crate::portal::api::create_session,
     ),
     modifiers(&Bearer),
     security(("bearer" = []))

@@ -14,6 +14,7 @@ mod idempotency;
 mod isolation;
 mod ledger;
 mod ops;
+mod portal;
 mod pricing;
 mod refunds;
 mod restart;

@@ -1,0 +1,327 @@
+//! The portal's one door into the services: every read and every change the portal makes
+//! goes through a function here, which calls the same service the JSON API calls, with
+//! the same checks and (for top-ups) the same idempotency.
+//!
+//! Why a door of its own: the services are being regrouped (issue 8) and some signatures
+//! change (idempotency gains a side: the portal acts on the TENANT side, as the tenant's
+//! own API keys do). Pages import only from here, so re-pointing the portal after such a
+//! change is an edit to this file.
+//!
+//! Invariants:
+//! - every function takes the tenant from the caller's session, never from the request;
+//!   every lookup by id is scoped by that tenant (another tenant's id is "not found");
+//! - writes run detached (a closed browser tab cannot cancel a transaction half-way) and
+//!   are refused for a suspended tenant before any service is called;
+//! - nothing here decides money: top-ups and auto top-up settings are the services'.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::{AppError, AppResult};
+use crate::idempotency::IdempotencyKey;
+use crate::money::Money;
+use crate::services::auto_top_up::{self, AutoTopUpRequest};
+use crate::services::events::{self, EventType};
+use crate::services::{api_keys, balance, history, payment_methods, receipts, top_ups, webhooks};
+use crate::services::{detached, PageParams};
+use crate::state::{App, AppState};
+
+pub use crate::ledger::TxnKind;
+pub use crate::services::api_keys::{ApiKey, CreatedKey};
+pub use crate::services::auto_top_up::AutoTopUpView;
+pub use crate::services::balance::{Balance, Breakdown};
+pub use crate::services::events::EventView;
+pub use crate::services::history::{TransactionView, UsageRow};
+pub use crate::services::top_ups::TopUpView;
+pub use crate::services::webhooks::WebhookView;
+pub use crate::services::Page;
+
+/// Who the ledger and the top-up records name as having acted.
+pub fn actor(session_id: Uuid) -> String {
+    format!("portal_session:{session_id}")
+}
+
+fn writable(suspended: bool) -> AppResult<()> {
+    if suspended {
+        return Err(AppError::Forbidden("the account is suspended: the portal is read-only".into()));
+    }
+    Ok(())
+}
+
+fn page(limit: i64, cursor: Option<String>) -> PageParams {
+    PageParams { limit: Some(limit), cursor }
+}
+
+// ---- balance ----------------------------------------------------------------------------
+
+pub async fn balance(pool: &PgPool, tenant: Uuid) -> AppResult<Balance> {
+    balance::get(pool, tenant).await
+}
+
+/// Lifetime sums by source.
+pub async fn breakdown(pool: &PgPool, tenant: Uuid) -> AppResult<Breakdown> {
+    balance::breakdown(pool, tenant, &balance::Window::default()).await
+}
+
+/// The runway of the contract's "Runway" section.
+#[derive(Debug, Clone)]
+pub struct Runway {
+    pub daily_burn: Money,
+    /// `None`: no usage in the basis window.
+    pub days_left: Option<rust_decimal::Decimal>,
+    pub basis_days: u32,
+}
+
+/// LATER(issue 9, runway): the balance service does not compute a runway yet, so the
+/// overview shows none. When `Balance` gains `runway`, map it here; the overview page
+/// already renders `Some`.
+pub fn runway(_balance: &Balance) -> Option<Runway> {
+    None
+}
+
+// ---- usage and history --------------------------------------------------------------------
+
+/// `group`: `day`, `model` or `api_key`.
+pub async fn usage(pool: &PgPool, tenant: Uuid, from: DateTime<Utc>, group: &str) -> AppResult<Vec<UsageRow>> {
+    let q = history::UsageQuery { from: Some(from), to: None, group_by: Some(group.into()) };
+    Ok(history::usage(pool, tenant, &q).await?.data)
+}
+
+/// The transaction filters the portal offers.
+#[derive(Debug, Clone, Default)]
+pub struct TxnFilter {
+    pub kind: Option<TxnKind>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+fn history_filter(f: &TxnFilter, limit: i64, cursor: Option<String>) -> history::TransactionFilter {
+    history::TransactionFilter {
+        kind: f.kind.map(|k| k.as_str().to_string()),
+        from: f.from,
+        to: f.to,
+        api_key_id: None,
+        limit: Some(limit),
+        cursor,
+    }
+}
+
+pub async fn transactions(
+    pool: &PgPool,
+    tenant: Uuid,
+    f: &TxnFilter,
+    limit: i64,
+    cursor: Option<String>,
+) -> AppResult<Page<TransactionView>> {
+    history::transactions(pool, tenant, &history_filter(f, limit, cursor)).await
+}
+
+/// The most rows one CSV download carries.
+pub const CSV_MAX_ROWS: usize = 20_000;
+
+/// Every transaction the filter matches (newest first, at most [`CSV_MAX_ROWS`]) as CSV,
+/// written by the API's own CSV code. `true` when rows were left out.
+pub async fn transactions_csv(pool: &PgPool, tenant: Uuid, f: &TxnFilter) -> AppResult<(String, bool)> {
+    let mut rows = Vec::new();
+    let mut cursor = None;
+    loop {
+        let p = history::transactions(pool, tenant, &history_filter(f, 200, cursor)).await?;
+        rows.extend(p.data);
+        if rows.len() >= CSV_MAX_ROWS {
+            let more = rows.len() > CSV_MAX_ROWS || p.next_cursor.is_some();
+            rows.truncate(CSV_MAX_ROWS);
+            return Ok((history::to_csv(&rows), more));
+        }
+        match p.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok((history::to_csv(&rows), false)),
+        }
+    }
+}
+
+// ---- API keys ---------------------------------------------------------------------------
+
+pub async fn keys(pool: &PgPool, tenant: Uuid, limit: i64, cursor: Option<String>) -> AppResult<Page<ApiKey>> {
+    api_keys::list(pool, tenant, &page(limit, cursor)).await
+}
+
+/// Names and prefixes of the tenant's keys (for labelling usage), at most a few thousand.
+pub async fn key_labels(pool: &PgPool, tenant: Uuid) -> AppResult<HashMap<Uuid, (String, String)>> {
+    let mut out = HashMap::new();
+    let mut cursor = None;
+    for _ in 0..20 {
+        let p = api_keys::list(pool, tenant, &page(200, cursor)).await?;
+        out.extend(p.data.into_iter().map(|k| (k.id, (k.name, k.prefix))));
+        match p.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+pub async fn create_key(pool: &PgPool, tenant: Uuid, suspended: bool, name: String) -> AppResult<CreatedKey> {
+    writable(suspended)?;
+    let pool = pool.clone();
+    // LATER(issue 9, spend limits): pass `spend_limit` and `allowed_models` from the form.
+    detached(async move { api_keys::create(&pool, tenant, api_keys::CreateKey { name }).await }).await
+}
+
+pub async fn update_key(
+    state: &AppState,
+    tenant: Uuid,
+    suspended: bool,
+    key: Uuid,
+    name: Option<String>,
+    enabled: Option<bool>,
+) -> AppResult<ApiKey> {
+    writable(suspended)?;
+    let s = state.clone();
+    let status = enabled.map(|e| if e { "enabled" } else { "disabled" }.to_string());
+    let req = api_keys::UpdateKey { name, status };
+    detached(async move { api_keys::update(&s.pool, &s.auth_cache, tenant, key, req).await }).await
+}
+
+// ---- top-ups ----------------------------------------------------------------------------
+
+/// The card on file: brand and last four digits.
+pub async fn card(pool: &PgPool, tenant: Uuid) -> AppResult<Option<(String, String)>> {
+    let mut conn = pool.acquire().await?;
+    Ok(payment_methods::card(&mut conn, tenant).await?.map(|c| (c.brand, c.last4)))
+}
+
+/// The configured limits a top-up amount must meet.
+#[derive(Debug, Clone)]
+pub struct TopUpRules {
+    pub min: Money,
+    pub max: Money,
+    pub whole_dollars: bool,
+    pub bonus_percent: rust_decimal::Decimal,
+}
+
+pub fn top_up_rules(app: &App) -> TopUpRules {
+    let c = &app.config;
+    TopUpRules {
+        min: c.top_up_min,
+        max: c.top_up_max,
+        whole_dollars: c.top_up_whole_dollars,
+        bonus_percent: c.top_up_bonus_percent,
+    }
+}
+
+/// What a top-up form submission came to.
+#[derive(Debug)]
+pub enum TopUpOutcome {
+    /// Charged (now or by the first submission of this form): the top-up's id.
+    Succeeded(Uuid),
+    /// The card was declined (now or by the first submission): the provider's reason.
+    Declined(String),
+}
+
+/// A manual top-up through the API's own service and idempotency: the same `key` (the
+/// form's) charges the card at most once, however often the form is sent.
+pub async fn top_up(
+    state: &AppState,
+    tenant: Uuid,
+    suspended: bool,
+    session_id: Uuid,
+    key: &str,
+    amount: Money,
+) -> AppResult<TopUpOutcome> {
+    writable(suspended)?;
+    let key = IdempotencyKey(key.to_string());
+    let req = top_ups::TopUpRequest { amount };
+    // LATER(issue 13, idempotency sides): the portal acts on the tenant's side.
+    let stored = detached(top_ups::create(state.0.clone(), tenant, key, req, actor(session_id))).await;
+    match stored {
+        Ok(s) => {
+            let body: Value = serde_json::from_slice(&s.body).map_err(AppError::internal)?;
+            if s.status.is_success() {
+                let id = body["id"].as_str().and_then(|i| i.parse().ok());
+                id.map(TopUpOutcome::Succeeded).ok_or_else(|| AppError::internal("top-up response without an id"))
+            } else {
+                // A replayed 402: the first submission was declined.
+                Ok(TopUpOutcome::Declined(body["decline_reason"].as_str().unwrap_or("declined").to_string()))
+            }
+        }
+        Err(AppError::PaymentDeclined(_, extra)) => Ok(TopUpOutcome::Declined(
+            extra.get("decline_reason").and_then(Value::as_str).unwrap_or("declined").to_string(),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn top_ups(pool: &PgPool, tenant: Uuid, limit: i64, cursor: Option<String>) -> AppResult<Page<TopUpView>> {
+    top_ups::list(pool, tenant, &page(limit, cursor)).await
+}
+
+pub async fn top_up_view(pool: &PgPool, tenant: Uuid, id: Uuid) -> AppResult<TopUpView> {
+    top_ups::get(pool, tenant, id).await
+}
+
+/// The same printable receipt the API serves.
+pub async fn receipt(pool: &PgPool, tenant: Uuid, id: Uuid) -> AppResult<String> {
+    receipts::receipt(pool, tenant, id).await
+}
+
+// ---- settings ---------------------------------------------------------------------------
+
+pub async fn auto_top_up(pool: &PgPool, tenant: Uuid) -> AppResult<AutoTopUpView> {
+    auto_top_up::get(pool, tenant).await
+}
+
+pub async fn put_auto_top_up(
+    state: &AppState,
+    tenant: Uuid,
+    suspended: bool,
+    enabled: bool,
+    threshold: Money,
+    amount: Money,
+    monthly_limit: Option<Money>,
+) -> AppResult<AutoTopUpView> {
+    writable(suspended)?;
+    let s = state.clone();
+    let req = AutoTopUpRequest { enabled, threshold, amount, monthly_limit };
+    detached(async move { auto_top_up::put(&s, tenant, req).await }).await
+}
+
+/// The webhook endpoint on file: its URL and event types (`None`: all types).
+///
+/// A read the webhook service does not offer yet; kept here, next to its writer's caller.
+pub async fn webhook(pool: &PgPool, tenant: Uuid) -> AppResult<Option<(String, Option<Vec<String>>)>> {
+    Ok(sqlx::query_as("SELECT url, events FROM webhook_endpoints WHERE tenant_id = $1")
+        .bind(tenant)
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// Every event type a webhook may subscribe to.
+pub fn event_types() -> Vec<&'static str> {
+    EventType::ALL.iter().map(|t| t.as_str()).collect()
+}
+
+pub async fn put_webhook(
+    state: &AppState,
+    tenant: Uuid,
+    suspended: bool,
+    url: String,
+    events: Option<Vec<String>>,
+) -> AppResult<WebhookView> {
+    writable(suspended)?;
+    let s = state.clone();
+    let req = webhooks::WebhookRequest { url, events };
+    detached(async move { webhooks::put(&s.pool, tenant, req, s.config.allow_private_webhooks).await }).await
+}
+
+pub async fn events(pool: &PgPool, tenant: Uuid, limit: i64, cursor: Option<String>) -> AppResult<Page<EventView>> {
+    events::list(pool, tenant, &page(limit, cursor)).await
+}
+
+/// Whether the tenant is suspended (404 when there is no such tenant).
+pub async fn tenant_suspended(pool: &PgPool, tenant: Uuid) -> AppResult<bool> {
+    Ok(crate::services::tenants::get(pool, tenant).await?.status != "active")
+}
