@@ -4,10 +4,9 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use tally::idempotency::{fingerprint, IdempotencyKey};
-use tally::services::batch;
-use tally::services::charger::Item;
-use tally::services::charges::{Price, Spend, SpendKind};
+use tally::idempotency::{fingerprint, Claim, IdempotencyKey, Side};
+use tally::services::spend::batch::{self, Item};
+use tally::services::spend::charges::{Price, Spend, SpendKind};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -28,7 +27,8 @@ fn item(
         api_key_id: None,
     };
     let fp = fingerprint("charge", &json!({ "tenant_id": tenant, "amount": amount }));
-    (Item { spend, key: IdempotencyKey(key.into()), fp, reply }, rx)
+    let claim = Claim { tenant, side: Side::Platform, key: IdempotencyKey(key.into()), fp };
+    (Item { spend, claim, reply }, rx)
 }
 
 async fn status(rx: oneshot::Receiver<tally::error::AppResult<tally::idempotency::Stored>>) -> (u16, String) {
@@ -45,7 +45,7 @@ async fn one_batch_mixes_successes_refusals_replays_and_duplicates() {
     app.fund(t, "3").await;
     // A key used before: its charge must be replayed, not applied again.
     let (first, rx) = item(t, "0.5", "seen", None);
-    batch::run(&app.state, t, vec![first]).await;
+    batch::run(&app.state.frame, app.state.config.credits_per_usd, vec![first]).await;
     assert_eq!(status(rx).await.0, 201);
 
     let mut items = Vec::new();
@@ -55,7 +55,7 @@ async fn one_batch_mixes_successes_refusals_replays_and_duplicates() {
         items.push(i);
         rxs.push(rx);
     }
-    batch::run(&app.state, t, items).await;
+    batch::run(&app.state.frame, app.state.config.credits_per_usd, items).await;
     let mut got = Vec::new();
     for rx in rxs {
         got.push(status(rx).await);
@@ -91,7 +91,7 @@ async fn a_failing_item_does_not_fail_its_batch() {
     let (good1, rx1) = item(t, "1", "g1", Some("fine"));
     let (bad, rx2) = item(t, "1", "bad", Some("nul \u{0} byte"));
     let (good2, rx3) = item(t, "1", "g2", None);
-    batch::run(&app.state, t, vec![good1, bad, good2]).await;
+    batch::run(&app.state.frame, app.state.config.credits_per_usd, vec![good1, bad, good2]).await;
     assert_eq!(status(rx1).await.0, 201);
     assert_eq!(status(rx2).await.0, 500);
     assert_eq!(status(rx3).await.0, 201);

@@ -12,18 +12,16 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::types::Json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::balance::BalanceSummary;
-pub use super::charger::Charger;
+use super::charger::Charger;
+use super::records::{Charge, ChargeRow, ChargeView, CHARGE_COLUMNS};
 use crate::error::{AppError, AppResult};
-use crate::idempotency::{self, IdempotencyKey, Stored};
-use crate::ledger::LotPart;
+use crate::idempotency::{self, Claim, IdempotencyKey, Side, Stored};
 use crate::money::Money;
 use crate::pricing::{self, PriceRule};
-use crate::state::App;
+use crate::services::accounts::prices::PriceCache;
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -79,102 +77,6 @@ pub struct Spend {
     pub api_key_id: Option<Uuid>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Cost {
-    pub amount: Money,
-    pub currency: String,
-    /// The amount in legacy credits (`TALLY_CREDITS_PER_USD`), a decimal string.
-    #[schema(value_type = String)]
-    pub credits: String,
-}
-
-impl Cost {
-    pub fn new(amount: Money, currency: &str, credits_per_usd: Decimal) -> Cost {
-        let credits = (amount.as_decimal() * credits_per_usd).normalize().to_string();
-        Cost { amount, currency: currency.to_string(), credits }
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize, Clone, Copy, utoipa::ToSchema)]
-pub struct FundedBy {
-    pub bonus: Money,
-    pub paid: Money,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ChargeView {
-    pub id: Uuid,
-    pub tenant_id: Uuid,
-    /// Always `succeeded`: a refused charge records nothing.
-    pub status: &'static str,
-    pub cost: Cost,
-    pub funded_by: FundedBy,
-    /// The tenant's balance right after this charge.
-    pub balance: BalanceSummary,
-    pub refunded: Money,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub price_version: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub api_key_id: Option<Uuid>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hold_id: Option<Uuid>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Value>,
-    pub created_at: DateTime<Utc>,
-}
-
-/// A charge as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ChargeRow {
-    pub tenant_id: Uuid,
-    pub id: Uuid,
-    pub amount: Decimal,
-    pub funded_bonus: Decimal,
-    pub funded_paid: Decimal,
-    pub lots: Json<Vec<LotPart>>,
-    pub model: Option<String>,
-    pub price_version: Option<i32>,
-    pub description: Option<String>,
-    pub metadata: Option<Value>,
-    pub api_key_id: Option<Uuid>,
-    pub hold_id: Option<Uuid>,
-    pub total_after: Decimal,
-    pub available_after: Decimal,
-    pub created_at: DateTime<Utc>,
-}
-
-impl ChargeRow {
-    pub fn view(self, currency: &str, credits_per_usd: Decimal, refunded: Money) -> ChargeView {
-        ChargeView {
-            id: self.id,
-            tenant_id: self.tenant_id,
-            status: "succeeded",
-            cost: Cost::new(Money::from_db(self.amount), currency, credits_per_usd),
-            funded_by: FundedBy { bonus: Money::from_db(self.funded_bonus), paid: Money::from_db(self.funded_paid) },
-            balance: BalanceSummary {
-                total: Money::from_db(self.total_after),
-                available: Money::from_db(self.available_after),
-            },
-            refunded,
-            model: self.model,
-            price_version: self.price_version,
-            api_key_id: self.api_key_id,
-            hold_id: self.hold_id,
-            description: self.description,
-            metadata: self.metadata,
-            created_at: self.created_at,
-        }
-    }
-}
-
-pub const CHARGE_COLUMNS: &str = "tenant_id, id, amount, funded_bonus, funded_paid, lots, model, price_version, \
-     description, metadata, api_key_id, hold_id, total_after, available_after, created_at";
-
 fn check_description(d: &Option<String>) -> AppResult<()> {
     if d.as_ref().is_some_and(|d| d.len() > 1000) {
         return Err(AppError::invalid("description must be at most 1000 characters"));
@@ -185,7 +87,7 @@ fn check_description(d: &Option<String>) -> AppResult<()> {
 /// Resolves `model`+`usage` or `amount` into a [`Price`], refusing bad input up front
 /// (unknown model, usage the rule does not know, a zero or negative amount).
 pub fn resolve_price(
-    app: &App,
+    prices: &PriceCache,
     model: Option<String>,
     usage: Option<Value>,
     amount: Option<Money>,
@@ -198,7 +100,7 @@ pub fn resolve_price(
             Ok(Price::Amount(a))
         }
         (Some(model), Some(usage), None) => {
-            let (version, rule) = app.prices.latest(&model)?;
+            let (version, rule) = prices.latest(&model)?;
             // List price first: usage errors are the caller's, whatever the tenant's deal.
             pricing::quote(&model, &rule, None, &usage)?;
             Ok(Price::Model { model, version, rule, usage })
@@ -209,15 +111,21 @@ pub fn resolve_price(
     }
 }
 
-pub async fn charge(app: &Arc<App>, key: IdempotencyKey, req: ChargeRequest) -> AppResult<Stored> {
+pub async fn charge(
+    charger: &Arc<Charger>,
+    prices: &PriceCache,
+    side: Side,
+    key: IdempotencyKey,
+    req: ChargeRequest,
+) -> AppResult<Stored> {
     check_description(&req.description)?;
     if let Some(m) = &req.metadata {
         if !m.is_object() || m.to_string().len() > 4096 {
             return Err(AppError::invalid("metadata must be a JSON object of at most 4 KiB"));
         }
     }
-    let fp = idempotency::fingerprint("charge", &req);
-    let price = resolve_price(app, req.model, req.usage, req.amount)?;
+    let claim = Claim { tenant: req.tenant_id, side, key, fp: idempotency::fingerprint("charge", &req) };
+    let price = resolve_price(prices, req.model, req.usage, req.amount)?;
     let spend = Spend {
         tenant_id: req.tenant_id,
         kind: SpendKind::Charge { metadata: req.metadata },
@@ -225,17 +133,23 @@ pub async fn charge(app: &Arc<App>, key: IdempotencyKey, req: ChargeRequest) -> 
         description: req.description,
         api_key_id: req.api_key_id,
     };
-    app.charger.submit(app.clone(), spend, key, fp).await
+    charger.submit(spend, claim).await
 }
 
-pub async fn hold(app: &Arc<App>, key: IdempotencyKey, req: HoldRequest) -> AppResult<Stored> {
+pub async fn hold(
+    charger: &Arc<Charger>,
+    prices: &PriceCache,
+    side: Side,
+    key: IdempotencyKey,
+    req: HoldRequest,
+) -> AppResult<Stored> {
     check_description(&req.description)?;
     let secs = req.expires_in_seconds.unwrap_or(900);
     if !(1..=604_800).contains(&secs) {
         return Err(AppError::invalid("expires_in_seconds must be between 1 and 604800"));
     }
-    let fp = idempotency::fingerprint("hold", &req);
-    let price = resolve_price(app, req.model, req.usage, req.amount)?;
+    let claim = Claim { tenant: req.tenant_id, side, key, fp: idempotency::fingerprint("hold", &req) };
+    let price = resolve_price(prices, req.model, req.usage, req.amount)?;
     let spend = Spend {
         tenant_id: req.tenant_id,
         kind: SpendKind::Hold { expires_at: Utc::now() + chrono::Duration::seconds(secs) },
@@ -243,7 +157,7 @@ pub async fn hold(app: &Arc<App>, key: IdempotencyKey, req: HoldRequest) -> AppR
         description: req.description,
         api_key_id: req.api_key_id,
     };
-    app.charger.submit(app.clone(), spend, key, fp).await
+    charger.submit(spend, claim).await
 }
 
 /// A charge by id; the caller checks the tenant scope on the returned tenant id.
@@ -252,14 +166,14 @@ pub async fn get(pool: &PgPool, credits_per_usd: Decimal, id: Uuid) -> AppResult
         .bind(id)
         .fetch_optional(pool)
         .await?;
-    let row = row.ok_or(AppError::NotFound)?;
+    let charge = Charge::from(row.ok_or(AppError::NotFound)?);
     let (currency, refunded): (String, Decimal) = sqlx::query_as(
         "SELECT t.currency, COALESCE((SELECT sum(amount) FROM refunds WHERE tenant_id = $1 AND charge_id = $2), 0) \
          FROM tenants t WHERE t.id = $1",
     )
-    .bind(row.tenant_id)
+    .bind(charge.tenant_id)
     .bind(id)
     .fetch_one(pool)
     .await?;
-    Ok(row.view(&currency, credits_per_usd, Money::from_db(refunded)))
+    Ok(charge.view(&currency, credits_per_usd, Money::from_db(refunded)))
 }
