@@ -140,3 +140,35 @@ async fn charges_from_two_replicas_on_one_tenant_stay_exact() {
     assert_eq!(a.balance(t).await["available"], "0.00");
     a.assert_ledger_ok().await;
 }
+
+#[tokio::test]
+async fn work_after_the_commit_never_fails_a_committed_batch() {
+    let app = TestApp::spawn().await;
+    let t = app.create_tenant("hot").await;
+    app.fund(t, "3").await;
+    // Every after-commit step fails from now on.
+    app.state.faults.fail_after_commit.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (fits, rx1) = item(t, "2", "fits", None);
+    let (refused, rx2) = item(t, "2", "refused", None);
+    let (also, rx3) = item(t, "0.5", "also", None);
+    batch::run(&app.state.frame, app.state.config.credits_per_usd, vec![fits, refused, also]).await;
+    let (s1, b1) = status(rx1).await;
+    assert_eq!(s1, 201);
+    assert_ne!(b1, "replayed", "answered as committed, not re-run and replayed");
+    let first: serde_json::Value = serde_json::from_str(&b1).unwrap();
+    assert_eq!(first["balance"]["available"], "1.00");
+    assert_eq!(status(rx2).await, (402, "insufficient_funds".into()), "refused as decided, against 1.00");
+    let (s3, b3) = status(rx3).await;
+    assert_eq!((s3, b3 != "replayed"), (201, true));
+    // Single movements too: the charge and the adjustment stand.
+    app.charge(t, "0.25").await.assert(201);
+    app.fund(t, "1").await;
+    assert_eq!(app.balance(t).await["available"], "1.25");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM charges WHERE tenant_id = $1")
+        .bind(t)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+    app.assert_ledger_ok().await;
+}

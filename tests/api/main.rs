@@ -8,6 +8,7 @@ mod bad_input;
 mod batching;
 mod charges;
 mod credentials;
+mod frame;
 mod holds;
 mod idempotency;
 mod isolation;
