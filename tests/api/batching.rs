@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tally::idempotency::{fingerprint, Claim, IdempotencyKey, Side};
-use tally::services::spend::batch::{self, Item};
-use tally::services::spend::charges::{Price, Spend, SpendKind};
+use tally::services::spend::batch::{self, Item, Price, Spend, SpendKind};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 

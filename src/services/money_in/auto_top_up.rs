@@ -1,7 +1,7 @@
 //! Auto top-up: its settings (`PUT/GET/DELETE …/auto-top-up`), the state other services
 //! read, the hot path's hooks, and the decision to start an attempt.
 //!
-//! Rules (see `top_up_attempts` for how an attempt runs):
+//! Rules (see `attempts` for how an attempt runs):
 //! - when `available` is below `threshold`, one attempt charges `n × amount` for the
 //!   smallest whole `n ≥ 1` with `available + n × amount ≥ threshold` (the bonus it earns
 //!   does not count), but never more than the top-up maximum (`TALLY_TOP_UP_MAX`, the same

@@ -20,12 +20,11 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use serde_json::json;
+use serde_json::{json, Value};
 use sqlx::PgConnection;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::charges::{Price, Spend, SpendKind};
 use super::records::{insert_charges, insert_holds, Charge, Hold};
 use crate::error::{AppError, AppResult, AutoTopUpHint, Shortfall};
 use crate::frame::{Books, Frame, Movement, Response, Staged};
@@ -33,10 +32,34 @@ use crate::idempotency::{Claim, Claimed, Stored};
 use crate::ids::new_id;
 use crate::ledger::{Account, Draft, Funding, Locked, TxnKind};
 use crate::money::Money;
-use crate::pricing::{self, TenantPricing};
+use crate::pricing::{self, PriceRule, TenantPricing};
 use crate::services::accounts::prices;
 use crate::services::money_in::auto_top_up;
 use crate::vocab::HoldStatus;
+
+/// How an amount is decided: given, or priced (the deal is applied inside the batch, under
+/// the tenant's lock, so estimate and charge use the same inputs).
+#[derive(Debug, Clone)]
+pub enum Price {
+    Amount(Money),
+    Model { model: String, version: i32, rule: Arc<PriceRule>, usage: Value },
+}
+
+#[derive(Debug, Clone)]
+pub enum SpendKind {
+    Charge { metadata: Option<Value> },
+    Hold { expires_at: DateTime<Utc> },
+}
+
+/// One validated charge or hold, ready for a batch.
+#[derive(Debug, Clone)]
+pub struct Spend {
+    pub tenant_id: Uuid,
+    pub kind: SpendKind,
+    pub price: Price,
+    pub description: Option<String>,
+    pub api_key_id: Option<Uuid>,
+}
 
 /// A charge or hold waiting for its batch, with where to send its answer.
 pub struct Item {

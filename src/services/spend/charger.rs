@@ -22,8 +22,7 @@ use rust_decimal::Decimal;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::batch::{self, Item};
-use super::charges::Spend;
+use super::batch::{self, Item, Spend};
 use crate::error::{AppError, AppResult};
 use crate::frame::Frame;
 use crate::idempotency::{Claim, Stored};

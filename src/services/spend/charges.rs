@@ -8,19 +8,20 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::batch::{Price, Spend, SpendKind};
 use super::charger::Charger;
 use super::records::{Charge, ChargeRow, ChargeView, CHARGE_COLUMNS};
 use crate::error::{AppError, AppResult};
 use crate::idempotency::{self, Claim, IdempotencyKey, Side, Stored};
 use crate::money::Money;
-use crate::pricing::{self, PriceRule};
+use crate::pricing;
 use crate::services::accounts::prices::PriceCache;
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -51,30 +52,6 @@ pub struct HoldRequest {
     pub expires_in_seconds: Option<i64>,
     pub api_key_id: Option<Uuid>,
     pub description: Option<String>,
-}
-
-/// How an amount is decided: given, or priced (the deal is applied inside the batch, under
-/// the tenant's lock, so estimate and charge use the same inputs).
-#[derive(Debug, Clone)]
-pub enum Price {
-    Amount(Money),
-    Model { model: String, version: i32, rule: Arc<PriceRule>, usage: Value },
-}
-
-#[derive(Debug, Clone)]
-pub enum SpendKind {
-    Charge { metadata: Option<Value> },
-    Hold { expires_at: DateTime<Utc> },
-}
-
-/// One validated charge or hold, ready for a batch.
-#[derive(Debug, Clone)]
-pub struct Spend {
-    pub tenant_id: Uuid,
-    pub kind: SpendKind,
-    pub price: Price,
-    pub description: Option<String>,
-    pub api_key_id: Option<Uuid>,
 }
 
 fn check_description(d: &Option<String>) -> AppResult<()> {
