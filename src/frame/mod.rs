@@ -27,6 +27,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::http::StatusCode;
 use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -85,6 +86,43 @@ pub trait Movement: Send + Sized + 'static {
     /// The answer, once committed, with the stored responses back. In memory only: an
     /// error here can only be a bug (a step that did not run), never a lost commit.
     fn finish(self, stored: Vec<Response>) -> AppResult<Self::Output>;
+}
+
+/// The claim of a movement that has one idempotency key, and the replay it found: the
+/// claim, replay and answer steps of such a movement, written once.
+pub struct OneKey {
+    pub claim: Claim,
+    replay: Option<Stored>,
+}
+
+impl OneKey {
+    pub fn new(claim: Claim) -> OneKey {
+        OneKey { claim, replay: None }
+    }
+
+    /// For [`Movement::claims`].
+    pub fn claims(&self) -> Vec<&Claim> {
+        vec![&self.claim]
+    }
+
+    /// For [`Movement::claimed`]: a replay ends the movement, a refusal fails it.
+    pub fn claimed(&mut self, results: Vec<Claimed>) -> AppResult<bool> {
+        self.replay = results.into_iter().next().transpose()?.flatten();
+        Ok(self.replay.is_none())
+    }
+
+    /// For [`Movement::write`]: the one response, to store under the key.
+    pub fn respond(status: StatusCode, body: &impl serde::Serialize) -> AppResult<Vec<Response>> {
+        Ok(vec![Response { claim: 0, stored: idempotency::json(status, body)? }])
+    }
+
+    /// For [`Movement::finish`]: the replay, or the response just stored.
+    pub fn finish(self, stored: Vec<Response>) -> AppResult<Stored> {
+        match self.replay {
+            Some(replay) => Ok(replay),
+            None => stored.into_iter().next().map(|r| r.stored).ok_or_else(|| AppError::internal("no response stored")),
+        }
+    }
 }
 
 /// A response stored under the claim at index `claim`.

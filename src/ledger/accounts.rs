@@ -6,15 +6,8 @@ text_enum! {
     /// Tenant-owned accounts (`Paid`, `Bonus`, `Held`) have cached balances that never go
     /// below zero; the others are the system side of each posting and are only summed.
     pub enum Account {
-        Paid = "paid",
-        Bonus = "bonus",
-        Held = "held",
-        Clearing = "clearing",
-        Revenue = "revenue",
-        Promotions = "promotions",
-        Expired = "expired",
-        Adjustments = "adjustments",
-        Conversion = "conversion",
+        Paid = "paid", Bonus = "bonus", Held = "held", Clearing = "clearing", Revenue = "revenue",
+        Promotions = "promotions", Expired = "expired", Adjustments = "adjustments", Conversion = "conversion",
     }
 }
 
@@ -27,18 +20,8 @@ impl Account {
 text_enum! {
     /// `ledger_transactions.kind`, and the `kind` of the transaction history.
     pub enum TxnKind {
-        TopUp = "top_up",
-        Bonus = "bonus",
-        Signup = "signup",
-        Gift = "gift",
-        Referral = "referral",
-        Compensation = "compensation",
-        Adjustment = "adjustment",
-        Conversion = "conversion",
-        Usage = "usage",
-        Hold = "hold",
-        HoldRelease = "hold_release",
-        Refund = "refund",
-        Expiry = "expiry",
+        TopUp = "top_up", Bonus = "bonus", Signup = "signup", Gift = "gift", Referral = "referral",
+        Compensation = "compensation", Adjustment = "adjustment", Conversion = "conversion", Usage = "usage",
+        Hold = "hold", HoldRelease = "hold_release", Refund = "refund", Expiry = "expiry",
     }
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::history::TransactionView;
 use crate::error::{AppError, AppResult};
-use crate::frame::{Books, Frame, Movement, Response, Staged};
+use crate::frame::{Books, Frame, Movement, OneKey, Response, Staged};
 use crate::idempotency::{self, Claim, Claimed, IdempotencyKey, Side, Stored};
 use crate::ledger::{Account, Draft, Locked, TxnKind};
 use crate::money::Money;
@@ -137,9 +137,8 @@ pub async fn convert(
 /// A movement of one idempotent ledger transaction, decided by `decide` (pure) under the
 /// tenant's lock; the response is the transaction as the tenant sees it.
 struct PostOne<F> {
-    claim: Claim,
+    key: OneKey,
     decide: Option<F>,
-    replay: Option<Stored>,
     staged: Option<Staged>,
 }
 
@@ -148,7 +147,7 @@ where
     F: FnOnce(&Locked, DateTime<Utc>) -> AppResult<Draft>,
 {
     fn new(claim: Claim, decide: F) -> PostOne<F> {
-        PostOne { claim, decide: Some(decide), replay: None, staged: None }
+        PostOne { key: OneKey::new(claim), decide: Some(decide), staged: None }
     }
 }
 
@@ -159,36 +158,30 @@ where
     type Output = Stored;
 
     fn tenants(&self) -> Vec<Uuid> {
-        vec![self.claim.tenant]
+        vec![self.key.claim.tenant]
     }
-
     fn claims(&self) -> Vec<&Claim> {
-        vec![&self.claim]
+        self.key.claims()
     }
-
     fn claimed(&mut self, results: Vec<Claimed>) -> AppResult<bool> {
-        self.replay = results.into_iter().next().transpose()?.flatten();
-        Ok(self.replay.is_none())
+        self.key.claimed(results)
     }
 
     async fn decide(&mut self, _tx: &mut PgConnection, books: &mut Books) -> AppResult<()> {
         let decide = self.decide.take().ok_or_else(|| AppError::internal("decided twice"))?;
-        let draft = decide(books.locked(self.claim.tenant)?, books.now)?;
-        self.staged = Some(books.stage(self.claim.tenant, draft)?);
+        let tenant = self.key.claim.tenant;
+        let draft = decide(books.locked(tenant)?, books.now)?;
+        self.staged = Some(books.stage(tenant, draft)?);
         Ok(())
     }
 
     async fn write(&mut self, _tx: &mut PgConnection, books: &Books) -> AppResult<Vec<Response>> {
         let staged = self.staged.ok_or_else(|| AppError::internal("nothing staged"))?;
         let view = TransactionView::from_draft(books.draft(staged), books.posted(staged)?.after.total)?;
-        Ok(vec![Response { claim: 0, stored: idempotency::json(StatusCode::CREATED, &view)? }])
+        OneKey::respond(StatusCode::CREATED, &view)
     }
-
     fn finish(self, stored: Vec<Response>) -> AppResult<Stored> {
-        match self.replay {
-            Some(replay) => Ok(replay),
-            None => stored.into_iter().next().map(|r| r.stored).ok_or_else(|| AppError::internal("not stored")),
-        }
+        self.key.finish(stored)
     }
 }
 

@@ -19,14 +19,9 @@ use crate::vocab::text_enum;
 text_enum! {
     /// `events.type`.
     pub enum EventType {
-        BalanceLow = "balance.low",
-        BalanceDepleted = "balance.depleted",
-        TopUpSucceeded = "top_up.succeeded",
-        TopUpFailed = "top_up.failed",
-        AutoTopUpDisabled = "auto_top_up.disabled",
-        CreditsExpiring = "credits.expiring",
-        CreditsExpired = "credits.expired",
-        HoldExpired = "hold.expired",
+        BalanceLow = "balance.low", BalanceDepleted = "balance.depleted", TopUpSucceeded = "top_up.succeeded",
+        TopUpFailed = "top_up.failed", AutoTopUpDisabled = "auto_top_up.disabled",
+        CreditsExpiring = "credits.expiring", CreditsExpired = "credits.expired", HoldExpired = "hold.expired",
     }
 }
 

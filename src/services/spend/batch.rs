@@ -355,18 +355,17 @@ fn spend_draft(
     model: Option<&str>,
     now: DateTime<Utc>,
 ) -> Draft {
-    match &s.kind {
-        SpendKind::Charge { .. } => Draft::new(TxnKind::Usage, now)
-            .description(s.description.clone().or_else(|| model.map(|m| format!("Usage: {m}"))))
-            .reference(json!({ "charge_id": id, "model": model }))
-            .api_key(s.api_key_id)
-            .debit_funding(funding)
-            .entry(Account::Revenue, amount),
-        SpendKind::Hold { .. } => Draft::new(TxnKind::Hold, now)
-            .description(s.description.clone().or_else(|| model.map(|m| format!("Hold: {m}"))))
-            .reference(json!({ "hold_id": id, "model": model }))
-            .api_key(s.api_key_id)
-            .debit_funding(funding)
-            .entry(Account::Held, amount),
-    }
+    // A charge pays revenue; a hold moves the money into `held` until it is resolved.
+    let (kind, label, reference, to) = match &s.kind {
+        SpendKind::Charge { .. } => {
+            (TxnKind::Usage, "Usage", json!({ "charge_id": id, "model": model }), Account::Revenue)
+        }
+        SpendKind::Hold { .. } => (TxnKind::Hold, "Hold", json!({ "hold_id": id, "model": model }), Account::Held),
+    };
+    Draft::new(kind, now)
+        .description(s.description.clone().or_else(|| model.map(|m| format!("{label}: {m}"))))
+        .reference(reference)
+        .api_key(s.api_key_id)
+        .debit_funding(funding)
+        .entry(to, amount)
 }

@@ -4,6 +4,7 @@
 //! concurrent capture and release cannot both win. Lock order: the tenant's ledger (the
 //! frame), then the hold row.
 
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,7 @@ use uuid::Uuid;
 
 use super::records::{insert_charges, Charge, ChargeView, Hold, HoldRow, HoldView, HOLD_COLUMNS};
 use crate::error::{AppError, AppResult};
-use crate::frame::{Books, Frame, Movement, Response, Staged};
+use crate::frame::{Books, Frame, Movement, OneKey, Response, Staged};
 use crate::idempotency::{self, Claim, Claimed, IdempotencyKey, Side, Stored};
 use crate::ids::new_id;
 use crate::ledger::{self, Account, Draft, Funding, TxnKind};
@@ -120,15 +121,14 @@ pub async fn capture(
 ) -> AppResult<Stored> {
     let fp = idempotency::fingerprint(&format!("capture:{hold_id}"), &req);
     let claim = Claim { tenant, side, key, fp };
-    frame.run(Capture { claim, hold_id, req, credits_per_usd, replay: None, decided: None }).await
+    frame.run(Capture { key: OneKey::new(claim), hold_id, req, credits_per_usd, decided: None }).await
 }
 
 struct Capture {
-    claim: Claim,
+    key: OneKey,
     hold_id: Uuid,
     req: CaptureRequest,
     credits_per_usd: Decimal,
-    replay: Option<Stored>,
     decided: Option<Captured>,
 }
 
@@ -143,20 +143,17 @@ impl Movement for Capture {
     type Output = Stored;
 
     fn tenants(&self) -> Vec<Uuid> {
-        vec![self.claim.tenant]
+        vec![self.key.claim.tenant]
     }
-
     fn claims(&self) -> Vec<&Claim> {
-        vec![&self.claim]
+        self.key.claims()
     }
-
     fn claimed(&mut self, results: Vec<Claimed>) -> AppResult<bool> {
-        self.replay = results.into_iter().next().transpose()?.flatten();
-        Ok(self.replay.is_none())
+        self.key.claimed(results)
     }
 
     async fn decide(&mut self, tx: &mut PgConnection, books: &mut Books) -> AppResult<()> {
-        let (tenant, now) = (self.claim.tenant, books.now);
+        let (tenant, now) = (self.key.claim.tenant, books.now);
         let active = books.locked(tenant)?.is_active();
         let mut hold = lock_hold(tx, tenant, self.hold_id).await?;
         if !active {
@@ -225,14 +222,10 @@ impl Movement for Capture {
         resolve(tx, &c.hold).await?;
         let view: ChargeView =
             c.charge.view(&books.locked(c.hold.tenant_id)?.currency, self.credits_per_usd, Money::ZERO);
-        Ok(vec![Response { claim: 0, stored: idempotency::json(axum::http::StatusCode::CREATED, &view)? }])
+        OneKey::respond(StatusCode::CREATED, &view)
     }
-
     fn finish(self, stored: Vec<Response>) -> AppResult<Stored> {
-        match self.replay {
-            Some(replay) => Ok(replay),
-            None => stored.into_iter().next().map(|r| r.stored).ok_or_else(|| AppError::internal("capture not stored")),
-        }
+        self.key.finish(stored)
     }
 }
 

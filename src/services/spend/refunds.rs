@@ -12,7 +12,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
-use crate::frame::{Books, Frame, Movement, Response, Staged};
+use crate::frame::{Books, Frame, Movement, OneKey, Response, Staged};
 use crate::idempotency::{self, Claim, Claimed, IdempotencyKey, Side, Stored};
 use crate::ids::new_id;
 use crate::ledger::{self, Account, BalanceSummary, Draft, Funding, LotPart, TxnKind};
@@ -68,16 +68,15 @@ pub async fn refund(
     }
     let fp = idempotency::fingerprint(&format!("refund:{charge_id}"), &req);
     let claim = Claim { tenant, side, key, fp };
-    frame.run(Refund { claim, charge_id, amount: req.amount, reason, actor, replay: None, decided: None }).await
+    frame.run(Refund { key: OneKey::new(claim), charge_id, amount: req.amount, reason, actor, decided: None }).await
 }
 
 struct Refund {
-    claim: Claim,
+    key: OneKey,
     charge_id: Uuid,
     amount: Option<Money>,
     reason: String,
     actor: String,
-    replay: Option<Stored>,
     decided: Option<Decided>,
 }
 
@@ -116,20 +115,17 @@ impl Movement for Refund {
     type Output = Stored;
 
     fn tenants(&self) -> Vec<Uuid> {
-        vec![self.claim.tenant]
+        vec![self.key.claim.tenant]
     }
-
     fn claims(&self) -> Vec<&Claim> {
-        vec![&self.claim]
+        self.key.claims()
     }
-
     fn claimed(&mut self, results: Vec<Claimed>) -> AppResult<bool> {
-        self.replay = results.into_iter().next().transpose()?.flatten();
-        Ok(self.replay.is_none())
+        self.key.claimed(results)
     }
 
     async fn decide(&mut self, tx: &mut PgConnection, books: &mut Books) -> AppResult<()> {
-        let (tenant, now) = (self.claim.tenant, books.now);
+        let (tenant, now) = (self.key.claim.tenant, books.now);
         books.locked(tenant)?;
         let (charged, left) = refundable(tx, tenant, self.charge_id).await?;
         let refundable = left.total();
@@ -165,7 +161,7 @@ impl Movement for Refund {
 
     async fn write(&mut self, tx: &mut PgConnection, books: &Books) -> AppResult<Vec<Response>> {
         let d = self.decided.as_ref().ok_or_else(|| AppError::internal("refund not decided"))?;
-        let tenant = self.claim.tenant;
+        let tenant = self.key.claim.tenant;
         let (first, last) = match (d.staged.first(), d.staged.last()) {
             (Some(f), Some(l)) => (*f, *l),
             _ => return Err(AppError::internal("refund not staged")),
@@ -200,13 +196,9 @@ impl Movement for Refund {
             balance: books.posted(last)?.after,
             created_at,
         };
-        Ok(vec![Response { claim: 0, stored: idempotency::json(StatusCode::CREATED, &view)? }])
+        OneKey::respond(StatusCode::CREATED, &view)
     }
-
     fn finish(self, stored: Vec<Response>) -> AppResult<Stored> {
-        match self.replay {
-            Some(replay) => Ok(replay),
-            None => stored.into_iter().next().map(|r| r.stored).ok_or_else(|| AppError::internal("refund not stored")),
-        }
+        self.key.finish(stored)
     }
 }
