@@ -1,5 +1,6 @@
 //! Auto top-up: its settings (`PUT/GET/DELETE …/auto-top-up`), the state other services
-//! read, the hot path's hooks, and the decision to start an attempt.
+//! read, and the decision to start an attempt. What wakes it (every movement that takes a
+//! tenant below its threshold) is the posting frame's, through `notify::low_balance`.
 //!
 //! Rules (see `attempts` for how an attempt runs):
 //! - when `available` is below `threshold`, one attempt charges `n × amount` for the
