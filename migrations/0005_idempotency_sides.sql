@@ -7,12 +7,12 @@
 -- such keys age out with the usual purge (7 days).
 ALTER TABLE idempotency_keys ADD COLUMN side text NOT NULL DEFAULT 'platform'
     CHECK (side IN ('tenant', 'platform'));
-INSERT INTO idempotency_keys (tenant_id, key, side, fingerprint, status, body, created_at)
-    SELECT tenant_id, key, 'tenant', fingerprint, status, body, created_at FROM idempotency_keys;
 ALTER TABLE idempotency_keys ALTER COLUMN side DROP DEFAULT;
 -- Still led by the key (see 0004): every lookup is exact whatever the statistics say.
 ALTER TABLE idempotency_keys DROP CONSTRAINT idempotency_keys_pkey;
 ALTER TABLE idempotency_keys ADD PRIMARY KEY (key, tenant_id, side);
+INSERT INTO idempotency_keys (tenant_id, key, side, fingerprint, status, body, created_at)
+    SELECT tenant_id, key, 'tenant', fingerprint, status, body, created_at FROM idempotency_keys;
 
 -- A manual top-up remembers the side of its client's key: its outcome is stored there.
 -- Rows from before: a top-up requested with a tenant's API key was on the tenant's side.
