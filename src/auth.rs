@@ -7,20 +7,20 @@
 //! Lookups are cached per replica for `TALLY_AUTH_CACHE_TTL_MS` (positive answers only):
 //! a key disabled or deleted through this replica is dropped from its cache at once;
 //! other replicas stop accepting it within the TTL.
+//!
+//! The request extractors (`Principal`, `Admin`, `Backend`) live in `http::credentials`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
-use crate::state::AppState;
+use crate::idempotency::Side;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Principal {
@@ -54,6 +54,15 @@ impl Principal {
             Principal::Service { .. } => Err(AppError::Forbidden("service tokens cannot use this route".into())),
             Principal::Tenant { tenant_id: own, .. } if *own == tenant_id => Ok(()),
             Principal::Tenant { .. } => Err(AppError::NotFound),
+        }
+    }
+
+    /// Whose idempotency keys this credential uses: a tenant's own API keys have their own,
+    /// apart from the platform's (service and admin tokens).
+    pub fn side(&self) -> Side {
+        match self {
+            Principal::Tenant { .. } => Side::Tenant,
+            Principal::Admin | Principal::Service { .. } => Side::Platform,
         }
     }
 
@@ -97,12 +106,13 @@ impl AuthCache {
     }
 
     fn get(&self, h: &TokenHash) -> Option<Principal> {
-        let map = self.map.read().expect("auth cache lock");
+        // A panic elsewhere while holding the lock leaves a usable map: keep serving.
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
         map.get(h).filter(|(_, at)| at.elapsed() < self.ttl).map(|(p, _)| *p)
     }
 
     fn put(&self, h: TokenHash, p: Principal) {
-        let mut map = self.map.write().expect("auth cache lock");
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         if map.len() > 100_000 {
             map.retain(|_, (_, at)| at.elapsed() < self.ttl);
         }
@@ -113,7 +123,7 @@ impl AuthCache {
     pub fn forget_key(&self, key_id: Uuid) {
         self.map
             .write()
-            .expect("auth cache lock")
+            .unwrap_or_else(|e| e.into_inner())
             .retain(|_, (p, _)| !matches!(p, Principal::Tenant { key_id: k, .. } if *k == key_id));
     }
 }
@@ -151,49 +161,6 @@ pub async fn authenticate(pool: &PgPool, admin: &TokenHash, cache: &AuthCache, t
 
 fn constant_time_eq(a: &TokenHash, b: &TokenHash) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-impl FromRequestParts<AppState> for Principal {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && t.len() <= 256)
-            .ok_or(AppError::Unauthorized)?;
-        authenticate(&state.pool, &state.admin_token_hash, &state.auth_cache, token).await
-    }
-}
-
-/// The admin token. As an extractor placed before the path and body, it answers 403
-/// before anything else in the request is read.
-pub struct Admin(pub Principal);
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let p = Principal::from_request_parts(parts, state).await?;
-        p.require_admin()?;
-        Ok(Admin(p))
-    }
-}
-
-/// A generation backend: a service token or the admin token, checked first like [`Admin`].
-pub struct Backend(pub Principal);
-
-impl FromRequestParts<AppState> for Backend {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let p = Principal::from_request_parts(parts, state).await?;
-        p.require_backend()?;
-        Ok(Backend(p))
-    }
 }
 
 #[cfg(test)]

@@ -59,9 +59,6 @@ pub struct Config {
     pub webhook_max_attempts: u32,
     /// How long before a bonus lot expires the `credits.expiring` event is sent.
     pub credits_expiring_notice: Duration,
-    /// Tests only: this mock instead of a fresh one, so that several instances in one
-    /// process share one provider the way replicas share a real one.
-    pub mock_provider: Option<std::sync::Arc<crate::payments::MockProvider>>,
     /// The tenant portal: `TALLY_PUBLIC_URL`, link and session lifetimes.
     pub portal: crate::portal::config::PortalConfig,
 }
@@ -138,8 +135,8 @@ impl Config {
             credits_expiring_notice: Duration::from_secs(
                 parse::<u64>(&var, "TALLY_CREDITS_EXPIRING_DAYS", "7")?.saturating_mul(86_400),
             ),
-            mock_provider: None,
-            portal: crate::portal::config::PortalConfig::from_lookup(&var)?,
+            portal: crate::portal::config::PortalConfig::from_lookup(&var)
+                .map_err(|message| ConfigError { var: "TALLY_PUBLIC_URL", message })?,
         })
         .and_then(Config::validated)
     }

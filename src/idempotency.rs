@@ -1,22 +1,35 @@
 //! Idempotency keys: a retry returns the first response; a reused key with another body
 //! is refused; a key whose first request is still running gets 409.
 //!
+//! Keys are scoped per tenant and per [`Side`]: a tenant's own API keys use one set, the
+//! platform (service and admin tokens) another, so a tenant can never occupy a key its
+//! platform's backends will use.
+//!
 //! Invariants: the key, its request fingerprint and its response are written in the same
 //! database transaction as the effect (so neither exists without the other), and a
-//! transaction-scoped advisory lock on (tenant, key) marks a request in flight across
-//! every replica. Only effects are stored: callers store 2xx and recorded failures, and
-//! roll back on any other error, so such a retry runs again.
+//! transaction-scoped advisory lock on (tenant, side, key) marks a request in flight across
+//! every replica. Only effects are stored: the posting frame stores 2xx and recorded
+//! failures, and rolls back on any other error, so such a retry runs again.
 
 use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
+use crate::vocab::text_enum;
 
 pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+text_enum! {
+    /// Which credentials sent a key: the tenant's own API keys, or the platform's service
+    /// and admin tokens. Each side has its own keys.
+    pub enum Side { Tenant = "tenant", Platform = "platform" }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey(pub String);
@@ -32,10 +45,15 @@ impl IdempotencyKey {
         Ok(IdempotencyKey(s.to_string()))
     }
 
-    /// The advisory-lock id for this key of this tenant.
-    pub fn lock_id(&self, tenant: Uuid) -> i64 {
-        let d = Sha256::new().chain_update(tenant.as_bytes()).chain_update(self.0.as_bytes()).finalize();
-        i64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
+    /// The advisory-lock id for this key of this tenant's side.
+    pub fn lock_id(&self, tenant: Uuid, side: Side) -> i64 {
+        let d = Sha256::new()
+            .chain_update(tenant.as_bytes())
+            .chain_update(side.as_str().as_bytes())
+            .chain_update([0])
+            .chain_update(self.0.as_bytes())
+            .finalize();
+        i64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
     }
 }
 
@@ -56,18 +74,20 @@ pub struct Stored {
     pub replayed: bool,
 }
 
-/// Starts the protected operation inside `conn`'s transaction: `Ok(None)` to go on,
-/// `Ok(Some(stored))` to replay.
-pub async fn begin(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    key: &IdempotencyKey,
-    fp: &Fingerprint,
-) -> AppResult<Option<Stored>> {
-    begin_many(conn, tenant, &[(key, fp)]).await?.pop().expect("one key, one answer")
+/// One key to claim for one request: whose, which side, and the request it protects.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub tenant: Uuid,
+    pub side: Side,
+    pub key: IdempotencyKey,
+    pub fp: Fingerprint,
 }
 
-pub fn replay_or_refuse(found: Option<(Vec<u8>, i16, Vec<u8>)>, fp: &Fingerprint) -> AppResult<Option<Stored>> {
+/// What claiming a key found: `Ok(None)` to go on, `Ok(Some(stored))` to replay, or a
+/// refusal (in flight, reused with another body).
+pub type Claimed = AppResult<Option<Stored>>;
+
+pub fn replay_or_refuse(found: Option<(Vec<u8>, i16, Vec<u8>)>, fp: &Fingerprint) -> Claimed {
     match found {
         None => Ok(None),
         Some((stored_fp, _, _)) if stored_fp != fp[..] => Err(AppError::IdempotencyKeyReused),
@@ -79,113 +99,102 @@ pub fn replay_or_refuse(found: Option<(Vec<u8>, i16, Vec<u8>)>, fp: &Fingerprint
     }
 }
 
-/// Records the response of the effect just made, in the same transaction.
-pub async fn finish(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    key: &IdempotencyKey,
-    fp: &Fingerprint,
-    status: StatusCode,
-    body: Vec<u8>,
-) -> AppResult<Stored> {
-    sqlx::query("INSERT INTO idempotency_keys (tenant_id, key, fingerprint, status, body) VALUES ($1, $2, $3, $4, $5)")
-        .bind(tenant)
-        .bind(&key.0)
-        .bind(&fp[..])
-        .bind(status.as_u16() as i16)
-        .bind(&body)
-        .execute(conn)
-        .await?;
-    Ok(Stored { status, body, replayed: false })
-}
-
-/// Serializes a response body and records it.
-pub async fn finish_json(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    key: &IdempotencyKey,
-    fp: &Fingerprint,
-    status: StatusCode,
-    body: &impl Serialize,
-) -> AppResult<Stored> {
-    let bytes = serde_json::to_vec(body).map_err(AppError::internal)?;
-    finish(conn, tenant, key, fp, status, bytes).await
-}
-
-/// [`begin`] for a batch. A key that appears twice in one batch is in flight for its
-/// second occurrence.
+/// Claims `claims` in the caller's transaction, one answer each. A key that appears twice
+/// is in flight for its second occurrence.
 ///
 /// Two statements, on purpose: the stored keys are read only after the advisory locks are
 /// held, with a snapshot taken after that. A request that held the lock released it only
 /// once its commit was visible, so its key cannot be missed (one statement would read
 /// with a snapshot taken before the lock was won, and run the effect a second time).
-pub async fn begin_many(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    keys: &[(&IdempotencyKey, &Fingerprint)],
-) -> AppResult<Vec<AppResult<Option<Stored>>>> {
-    let locks: Vec<i64> = keys.iter().map(|(k, _)| k.lock_id(tenant)).collect();
+pub async fn claim_all(conn: &mut PgConnection, claims: &[&Claim]) -> AppResult<Vec<Claimed>> {
+    if claims.is_empty() {
+        return Ok(Vec::new());
+    }
+    let locks: Vec<i64> = claims.iter().map(|c| c.key.lock_id(c.tenant, c.side)).collect();
     let got: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_try_advisory_xact_lock(u.lock) FROM UNNEST($1::int8[]) WITH ORDINALITY AS u(lock, i) ORDER BY u.i",
     )
     .bind(&locks)
     .fetch_all(&mut *conn)
     .await?;
-    let names: Vec<&str> = keys.iter().zip(&got).filter(|(_, g)| **g).map(|((k, _), _)| k.0.as_str()).collect();
-    type Row = (String, Vec<u8>, i16, Vec<u8>);
-    let stored: Vec<Row> = if names.is_empty() {
+    let won: Vec<&Claim> = claims.iter().zip(&got).filter(|(_, g)| **g).map(|(c, _)| *c).collect();
+    type Row = (String, Uuid, Side, Vec<u8>, i16, Vec<u8>);
+    let stored: Vec<Row> = if won.is_empty() {
         Vec::new()
     } else {
-        // The primary key is (key, tenant_id): the keys are the index condition, so each is
-        // an exact lookup however many keys the tenant has (see migration 0004).
+        // The primary key is (key, tenant_id, side): the keys lead the index condition, so
+        // each is an exact lookup however many keys the tenant has (see migration 0004).
+        // A pair the ANYs admit but nobody asked for is dropped below.
+        let keys: Vec<&str> = won.iter().map(|c| c.key.0.as_str()).collect();
+        let tenants: Vec<Uuid> = won.iter().map(|c| c.tenant).collect();
+        let sides: Vec<Side> = won.iter().map(|c| c.side).collect();
         sqlx::query_as(
-            "SELECT key, fingerprint, status, body FROM idempotency_keys WHERE key = ANY($2) AND tenant_id = $1",
+            "SELECT key, tenant_id, side, fingerprint, status, body FROM idempotency_keys \
+             WHERE key = ANY($1) AND tenant_id = ANY($2) AND side = ANY($3)",
         )
-        .bind(tenant)
-        .bind(&names)
+        .bind(&keys)
+        .bind(&tenants)
+        .bind(&sides)
         .fetch_all(conn)
         .await?
     };
-    let mut stored: std::collections::HashMap<String, (Vec<u8>, i16, Vec<u8>)> =
-        stored.into_iter().map(|(k, f, s, b)| (k, (f, s, b))).collect();
-    let mut seen = std::collections::HashSet::new();
-    Ok(keys
+    let mut stored: HashMap<(String, Uuid, Side), (Vec<u8>, i16, Vec<u8>)> =
+        stored.into_iter().map(|(k, t, s, f, st, b)| ((k, t, s), (f, st, b))).collect();
+    let mut seen = HashSet::new();
+    Ok(claims
         .iter()
         .zip(got)
-        .map(|((k, fp), got)| {
-            if !got || !seen.insert(k.0.as_str()) {
+        .map(|(c, got)| {
+            if !got || !seen.insert((c.key.0.as_str(), c.tenant, c.side)) {
                 return Err(AppError::RequestInProgress);
             }
-            replay_or_refuse(stored.remove(&k.0), fp)
+            replay_or_refuse(stored.remove(&(c.key.0.clone(), c.tenant, c.side)), &c.fp)
         })
         .collect())
 }
 
-/// [`finish`] for a batch, in one round trip.
-pub async fn finish_many(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    done: &[(&IdempotencyKey, &Fingerprint, &Stored)],
-) -> AppResult<()> {
+/// Reads what is stored under a key (no lock), for a caller that already holds its claim.
+pub async fn stored(conn: &mut PgConnection, c: &Claim) -> AppResult<Claimed> {
+    let found: Option<(Vec<u8>, i16, Vec<u8>)> = sqlx::query_as(
+        "SELECT fingerprint, status, body FROM idempotency_keys WHERE key = $1 AND tenant_id = $2 AND side = $3",
+    )
+    .bind(&c.key.0)
+    .bind(c.tenant)
+    .bind(c.side)
+    .fetch_optional(conn)
+    .await?;
+    Ok(replay_or_refuse(found, &c.fp))
+}
+
+/// Records the responses of the effects just made, in the same transaction, in one round trip.
+pub async fn store_all(conn: &mut PgConnection, done: &[(&Claim, &Stored)]) -> AppResult<()> {
     if done.is_empty() {
         return Ok(());
     }
-    let keys: Vec<&str> = done.iter().map(|(k, _, _)| k.0.as_str()).collect();
-    let fps: Vec<&[u8]> = done.iter().map(|(_, f, _)| &f[..]).collect();
-    let statuses: Vec<i16> = done.iter().map(|(_, _, s)| s.status.as_u16() as i16).collect();
-    let bodies: Vec<&[u8]> = done.iter().map(|(_, _, s)| s.body.as_slice()).collect();
+    let keys: Vec<&str> = done.iter().map(|(c, _)| c.key.0.as_str()).collect();
+    let tenants: Vec<Uuid> = done.iter().map(|(c, _)| c.tenant).collect();
+    let sides: Vec<Side> = done.iter().map(|(c, _)| c.side).collect();
+    let fps: Vec<&[u8]> = done.iter().map(|(c, _)| &c.fp[..]).collect();
+    let statuses: Vec<i16> = done.iter().map(|(_, s)| s.status.as_u16() as i16).collect();
+    let bodies: Vec<&[u8]> = done.iter().map(|(_, s)| s.body.as_slice()).collect();
     sqlx::query(
-        "INSERT INTO idempotency_keys (tenant_id, key, fingerprint, status, body) \
-         SELECT $1, * FROM UNNEST($2::text[], $3::bytea[], $4::int2[], $5::bytea[])",
+        "INSERT INTO idempotency_keys (key, tenant_id, side, fingerprint, status, body) \
+         SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::bytea[], $5::int2[], $6::bytea[])",
     )
-    .bind(tenant)
     .bind(&keys)
+    .bind(&tenants)
+    .bind(&sides)
     .bind(&fps)
     .bind(&statuses)
     .bind(&bodies)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// A response to store (and answer), serialized.
+pub fn json(status: StatusCode, body: &impl Serialize) -> AppResult<Stored> {
+    Ok(Stored { status, body: serde_json::to_vec(body).map_err(AppError::internal)?, replayed: false })
 }
 
 #[cfg(test)]
@@ -212,7 +221,8 @@ mod tests {
         assert_ne!(fingerprint("op", &a), fingerprint("other", &a));
         let t = Uuid::now_v7();
         let k = IdempotencyKey("k".into());
-        assert_eq!(k.lock_id(t), k.lock_id(t));
-        assert_ne!(k.lock_id(t), k.lock_id(Uuid::now_v7()));
+        assert_eq!(k.lock_id(t, Side::Tenant), k.lock_id(t, Side::Tenant));
+        assert_ne!(k.lock_id(t, Side::Tenant), k.lock_id(Uuid::now_v7(), Side::Tenant));
+        assert_ne!(k.lock_id(t, Side::Tenant), k.lock_id(t, Side::Platform), "each side its own lock");
     }
 }

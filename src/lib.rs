@@ -1,12 +1,17 @@
 //! Tally: multi-tenant prepaid billing on a double-entry ledger.
 //!
-//! Layers, one way: [`http`] parses and authenticates → [`services`] own the database
-//! transaction and the rules → [`ledger`] posts (the only writer of ledger rows);
-//! [`pricing`] and [`money`] are pure. [`workers`] run the periodic jobs.
+//! Layers, one way: [`http`] parses and authenticates → [`services`] apply the rules →
+//! [`frame`] runs every money movement's transaction (claim keys, lock, decide, post,
+//! store, commit, after-commit effects) → [`ledger`] posts (the only writer of ledger
+//! rows); [`pricing`] and [`money`] are pure. [`workers`] run the periodic jobs.
+//! `scripts/module-cycles.py` checks that no two modules import each other, directly or
+//! through others.
 pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod faults;
+pub mod frame;
 pub mod http;
 pub mod idempotency;
 pub mod ids;
@@ -19,4 +24,5 @@ pub mod services;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod vocab;
 pub mod workers;

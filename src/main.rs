@@ -31,7 +31,7 @@ async fn run(config: Config) -> Result<(), startup::BoxError> {
     if embedded.is_some() {
         tracing::info!("embedded postgres running; {}", startup::data_dir_note(&config.data_dir));
     }
-    let state = startup::build_state(config, pool.clone()).await?;
+    let state = startup::build_state(config, pool.clone(), None).await?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("TALLY_ADDR {addr}: {e}"))?;
     startup::serve(listener, state, startup::shutdown_signal()).await?;
     pool.close().await;

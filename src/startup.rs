@@ -14,9 +14,15 @@ use crate::auth::{generate_token, hash_token, AuthCache};
 use crate::config::Config;
 use crate::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use crate::db::{self, MIGRATOR};
+use crate::faults::Faults;
+use crate::frame::Frame;
+use crate::payments::MockProvider;
 use crate::pricing;
-use crate::services::charges::Charger;
-use crate::services::prices::{self, PriceCache};
+use crate::services::accounts::prices::{self, PriceCache};
+use crate::services::money_in::MoneyIn;
+use crate::services::notify::low_balance::LowBalance;
+use crate::services::notify::webhooks;
+use crate::services::spend::charger::Charger;
 use crate::state::{App, AppState};
 use crate::{http, workers};
 
@@ -61,7 +67,10 @@ pub fn admin_token_hash(config: &Config) -> Result<[u8; 32], BoxError> {
     Ok(hash_token(&token))
 }
 
-pub async fn build_state(config: Config, pool: PgPool) -> Result<AppState, BoxError> {
+/// The application state. `mock`: the mock payment provider to use when it is the
+/// configured one (tests share one between instances, as replicas share a real provider);
+/// `None` makes a fresh one.
+pub async fn build_state(config: Config, pool: PgPool, mock: Option<Arc<MockProvider>>) -> Result<AppState, BoxError> {
     let book = match &config.price_book_path {
         Some(p) => pricing::parse_price_book(&fs::read_to_string(p).map_err(|e| format!("TALLY_PRICE_BOOK: {e}"))?)
             .map_err(|e| format!("TALLY_PRICE_BOOK: {e}"))?,
@@ -70,17 +79,31 @@ pub async fn build_state(config: Config, pool: PgPool) -> Result<AppState, BoxEr
     prices::seed(&pool, book).await.map_err(|e| format!("seeding the price book: {e}"))?;
     let price_cache = PriceCache::default();
     price_cache.reload(&pool).await.map_err(|e| format!("loading the price book: {e}"))?;
-    let (provider, mock) = crate::payments::from_config(&config)?;
-    let webhook_client = crate::services::webhooks::client(config.webhook_timeout, config.allow_private_webhooks)?;
+    let (provider, mock) = crate::payments::select(&config.payment_provider, config.mock_slow_delay, mock)?;
+    let webhook_client = webhooks::client(config.webhook_timeout, config.allow_private_webhooks)?;
+    let faults = Arc::new(Faults::default());
+    let low_balance = Arc::new(LowBalance::default());
+    let frame = Frame::new(pool.clone(), low_balance.clone(), faults.clone());
+    let charger =
+        Arc::new(Charger::new(frame.clone(), config.credits_per_usd, config.charge_batching, config.charge_batch_max));
+    let money_in = MoneyIn {
+        frame: frame.clone(),
+        provider: provider.clone(),
+        low: low_balance.clone(),
+        faults: faults.clone(),
+        config: Arc::new(config.clone()),
+    };
     let app = App {
         admin_token_hash: admin_token_hash(&config)?,
         auth_cache: AuthCache::new(config.auth_cache_ttl),
         prices: price_cache,
-        charger: Charger::new(config.charge_batching, config.charge_batch_max),
+        frame,
+        charger,
+        money_in,
         provider,
         mock,
-        faults: Default::default(),
-        auto_top_up: Default::default(),
+        faults,
+        low_balance,
         webhook_client,
         pool,
         config,

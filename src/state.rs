@@ -1,4 +1,6 @@
 //! Shared application state: one per process, cloned cheaply into every handler.
+//!
+//! Only the HTTP layer and the workers see it; services are handed the parts they use.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -7,10 +9,13 @@ use sqlx::PgPool;
 
 use crate::auth::{AuthCache, TokenHash};
 use crate::config::Config;
-use crate::payments::{Faults, MockProvider, PaymentProvider};
-use crate::services::auto_top_up;
-use crate::services::charges::Charger;
-use crate::services::prices::PriceCache;
+use crate::faults::Faults;
+use crate::frame::Frame;
+use crate::payments::{MockProvider, PaymentProvider};
+use crate::services::accounts::prices::PriceCache;
+use crate::services::money_in::MoneyIn;
+use crate::services::notify::low_balance::LowBalance;
+use crate::services::spend::charger::Charger;
 
 pub struct App {
     pub pool: PgPool,
@@ -18,13 +23,19 @@ pub struct App {
     pub admin_token_hash: TokenHash,
     pub auth_cache: AuthCache,
     pub prices: PriceCache,
-    pub charger: Charger,
+    /// Runs every money movement (and every multi-statement write).
+    pub frame: Frame,
+    /// Group commit of charges and holds.
+    pub charger: Arc<Charger>,
+    /// Top-ups, their attempts with the payment provider, auto top-up.
+    pub money_in: MoneyIn,
     pub provider: Arc<dyn PaymentProvider>,
     /// The mock provider, when it is the configured one (tests count its calls).
     pub mock: Option<Arc<MockProvider>>,
-    pub faults: Faults,
-    /// Wakes this replica's auto top-up worker when a spend takes a tenant below its threshold.
-    pub auto_top_up: auto_top_up::Signal,
+    pub faults: Arc<Faults>,
+    /// The low-balance watch: its settings cache, and the wake-up of this replica's auto
+    /// top-up worker when a movement takes a tenant below its threshold.
+    pub low_balance: Arc<LowBalance>,
     /// Sends webhooks: public addresses only unless allowed, no redirects.
     pub webhook_client: reqwest::Client,
 }

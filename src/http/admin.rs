@@ -6,17 +6,17 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
+use super::credentials::{keyed, Admin};
 use super::extract::{ApiJson, ApiPath, JsonResponse};
-use crate::auth::{Admin, Principal};
+use crate::auth::Principal;
 use crate::error::AppResult;
-use crate::idempotency::IdempotencyKey;
+use crate::frame;
 use crate::ledger::check::{self, CheckReport};
 use crate::pricing::{PriceRule, TenantPricing};
-use crate::services::adjustments::{self, AdjustmentRequest, ConversionRequest};
-use crate::services::api_keys::{self, CreateKey, CreatedServiceToken};
-use crate::services::detached;
-use crate::services::history::TransactionView;
-use crate::services::prices::{self, PriceVersion, TenantPricingView};
+use crate::services::accounts::adjustments::{self, AdjustmentRequest, ConversionRequest};
+use crate::services::accounts::api_keys::{self, CreateKey, CreatedServiceToken};
+use crate::services::accounts::history::TransactionView;
+use crate::services::accounts::prices::{self, PriceVersion, TenantPricingView};
 use crate::state::AppState;
 
 #[utoipa::path(post, path = "/v1/admin/service-tokens", tag = "admin", request_body = CreateKey,
@@ -39,8 +39,8 @@ pub async fn adjust(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<AdjustmentRequest>,
 ) -> AppResult<Response> {
-    let key = IdempotencyKey::from_headers(&headers)?;
-    Ok(detached(adjustments::adjust(s.pool.clone(), id, key, req, p.actor())).await?.into_response())
+    let key = keyed(&p, &headers)?;
+    Ok(adjustments::adjust(&s.frame, id, key, req, p.actor()).await?.into_response())
 }
 
 #[utoipa::path(post, path = "/v1/admin/tenants/{tenant_id}/credit-conversions", tag = "admin", request_body = ConversionRequest,
@@ -53,15 +53,14 @@ pub async fn convert(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<ConversionRequest>,
 ) -> AppResult<Response> {
-    let key = IdempotencyKey::from_headers(&headers)?;
+    let key = keyed(&p, &headers)?;
     let rate = s.config.credits_per_usd;
-    Ok(detached(adjustments::convert(s.pool.clone(), id, key, req, rate, p.actor())).await?.into_response())
+    Ok(adjustments::convert(&s.frame, id, key, req, rate, p.actor()).await?.into_response())
 }
 
 #[utoipa::path(get, path = "/v1/admin/ledger/check", tag = "admin", responses((status = 200, body = CheckReport)))]
 pub async fn ledger_check(State(s): State<AppState>, _: Admin) -> AppResult<Response> {
-    let pool = s.pool.clone();
-    let report = detached(async move { Ok(check::run(&pool).await?) }).await?;
+    let report = frame::transaction(&s.pool, |tx| Box::pin(async move { Ok(check::run(tx).await?) })).await?;
     Ok(JsonResponse(StatusCode::OK, report).into_response())
 }
 
@@ -73,7 +72,7 @@ pub async fn put_price(
     ApiPath(model): ApiPath<String>,
     ApiJson(rule): ApiJson<PriceRule>,
 ) -> AppResult<Response> {
-    let v = detached(prices::put(s.pool.clone(), s.prices.clone(), model, rule)).await?;
+    let v = prices::put(s.pool.clone(), s.prices.clone(), model, rule).await?;
     Ok(JsonResponse(StatusCode::OK, v).into_response())
 }
 

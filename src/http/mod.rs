@@ -18,11 +18,13 @@ use crate::error::AppError;
 use crate::state::AppState;
 
 pub mod admin;
+pub mod credentials;
 pub mod extract;
 pub mod money;
 pub mod money_in;
 pub mod openapi;
 pub mod ops;
+pub mod receipts;
 pub mod tenants;
 
 pub fn router(state: AppState) -> Router {
@@ -107,8 +109,9 @@ async fn track(req: Request, next: Next) -> Response {
     resp
 }
 
-/// The request deadline. Database work runs detached, so a timed-out request never
-/// leaves a transaction half-done; the client gets a 503 and may retry with its key.
+/// The request deadline. Database work runs on the posting frame's own tasks, so a
+/// timed-out request never leaves a transaction half-done; the client gets a 503 and may
+/// retry with its key.
 async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,

@@ -5,15 +5,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
+use super::credentials::{keyed, Backend};
 use super::extract::{ApiJson, ApiPath, JsonResponse};
-use crate::auth::{Backend, Principal};
+use crate::auth::Principal;
 use crate::error::AppResult;
-use crate::idempotency::IdempotencyKey;
-use crate::services::charges::{self, ChargeRequest, ChargeView, HoldRequest};
-use crate::services::detached;
-use crate::services::estimates::{self, Estimate, EstimateRequest};
-use crate::services::holds::{self, CaptureRequest, HoldView};
-use crate::services::refunds::{self, RefundRequest, RefundView};
+use crate::services::spend::charges::{self, ChargeRequest, HoldRequest};
+use crate::services::spend::estimates::{self, Estimate, EstimateRequest};
+use crate::services::spend::holds::{self, CaptureRequest};
+use crate::services::spend::records::{ChargeView, HoldView};
+use crate::services::spend::refunds::{self, RefundRequest, RefundView};
 use crate::state::AppState;
 
 #[utoipa::path(post, path = "/v1/estimates", tag = "pricing", request_body = EstimateRequest,
@@ -36,12 +36,12 @@ pub async fn estimate(
               (status = 403, description = "tenant suspended")))]
 pub async fn create_charge(
     State(s): State<AppState>,
-    _: Backend,
+    Backend(p): Backend,
     headers: HeaderMap,
     ApiJson(req): ApiJson<ChargeRequest>,
 ) -> AppResult<Response> {
-    let key = IdempotencyKey::from_headers(&headers)?;
-    Ok(charges::charge(&s.0, key, req).await?.into_response())
+    let (side, key) = keyed(&p, &headers)?;
+    Ok(charges::charge(&s.charger, &s.prices, side, key, req).await?.into_response())
 }
 
 #[utoipa::path(get, path = "/v1/charges/{charge_id}", tag = "charges", responses((status = 200, body = ChargeView)))]
@@ -63,9 +63,8 @@ pub async fn refund_charge(
 ) -> AppResult<Response> {
     let tenant = refunds::tenant_of_charge(&s.pool, id).await?;
     p.scope(tenant, true)?;
-    let key = IdempotencyKey::from_headers(&headers)?;
-    let (pool, actor) = (s.pool.clone(), p.actor());
-    Ok(detached(refunds::refund(pool, tenant, id, key, req, actor)).await?.into_response())
+    let key = keyed(&p, &headers)?;
+    Ok(refunds::refund(&s.frame, tenant, id, key, req, p.actor()).await?.into_response())
 }
 
 #[utoipa::path(post, path = "/v1/holds", tag = "holds", request_body = HoldRequest,
@@ -73,12 +72,12 @@ pub async fn refund_charge(
     responses((status = 201, body = HoldView), (status = 402, description = "insufficient_funds")))]
 pub async fn create_hold(
     State(s): State<AppState>,
-    _: Backend,
+    Backend(p): Backend,
     headers: HeaderMap,
     ApiJson(req): ApiJson<HoldRequest>,
 ) -> AppResult<Response> {
-    let key = IdempotencyKey::from_headers(&headers)?;
-    Ok(charges::hold(&s.0, key, req).await?.into_response())
+    let (side, key) = keyed(&p, &headers)?;
+    Ok(charges::hold(&s.charger, &s.prices, side, key, req).await?.into_response())
 }
 
 #[utoipa::path(get, path = "/v1/holds/{hold_id}", tag = "holds", responses((status = 200, body = HoldView)))]
@@ -101,8 +100,8 @@ pub async fn capture_hold(
 ) -> AppResult<Response> {
     let tenant = holds::tenant_of(&s.pool, id).await?;
     p.scope(tenant, true)?;
-    let key = IdempotencyKey::from_headers(&headers)?;
-    Ok(detached(holds::capture(s.0.clone(), tenant, id, key, req)).await?.into_response())
+    let key = keyed(&p, &headers)?;
+    Ok(holds::capture(&s.frame, s.config.credits_per_usd, tenant, id, key, req).await?.into_response())
 }
 
 #[utoipa::path(post, path = "/v1/holds/{hold_id}/release", tag = "holds",
@@ -114,6 +113,6 @@ pub async fn release_hold(
 ) -> AppResult<Response> {
     let tenant = holds::tenant_of(&s.pool, id).await?;
     p.scope(tenant, true)?;
-    let view = detached(holds::release(s.pool.clone(), tenant, id, false)).await?;
+    let view = holds::release(&s.frame, tenant, id, false).await?;
     Ok(JsonResponse(StatusCode::OK, view).into_response())
 }

@@ -6,16 +6,18 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
+use super::credentials::keyed;
 use super::extract::{ApiJson, ApiPath, ApiQuery, JsonResponse};
+use super::receipts;
 use crate::auth::Principal;
 use crate::error::AppResult;
-use crate::idempotency::IdempotencyKey;
-use crate::services::auto_top_up::{self, AutoTopUpRequest, AutoTopUpView};
-use crate::services::events::{self, EventView};
-use crate::services::payment_methods::{self, PaymentMethodRequest, PaymentMethodView};
-use crate::services::top_ups::{self, TopUpRequest, TopUpView};
-use crate::services::webhooks::{self, WebhookRequest, WebhookView};
-use crate::services::{detached, receipts, Page, PageParams};
+use crate::services::money_in::auto_top_up::{self, AutoTopUpRequest, AutoTopUpView};
+use crate::services::money_in::payment_methods::{self, PaymentMethodRequest, PaymentMethodView};
+use crate::services::money_in::records::{self, TopUpView};
+use crate::services::money_in::top_ups::{self, TopUpRequest};
+use crate::services::notify::events::{self, EventView};
+use crate::services::notify::webhooks::{self, WebhookRequest, WebhookView};
+use crate::services::{Page, PageParams};
 use crate::state::AppState;
 
 #[utoipa::path(put, path = "/v1/tenants/{tenant_id}/payment-method", tag = "top-ups", request_body = PaymentMethodRequest,
@@ -27,7 +29,7 @@ pub async fn put_payment_method(
     ApiJson(req): ApiJson<PaymentMethodRequest>,
 ) -> AppResult<Response> {
     p.scope(id, false)?;
-    let v = detached(async move { payment_methods::put(&s.pool, &*s.provider, id, req).await }).await?;
+    let v = payment_methods::put(&s.pool, &*s.provider, id, req).await?;
     Ok(JsonResponse(StatusCode::OK, v).into_response())
 }
 
@@ -46,8 +48,8 @@ pub async fn create_top_up(
     ApiJson(req): ApiJson<TopUpRequest>,
 ) -> AppResult<Response> {
     p.scope(id, false)?;
-    let key = IdempotencyKey::from_headers(&headers)?;
-    Ok(detached(top_ups::create(s.0.clone(), id, key, req, p.actor())).await?.into_response())
+    let key = keyed(&p, &headers)?;
+    Ok(top_ups::create(&s.money_in, id, key, req, p.actor()).await?.into_response())
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant_id}/top-ups", tag = "top-ups", params(PageParams),
@@ -59,7 +61,7 @@ pub async fn list_top_ups(
     ApiQuery(q): ApiQuery<PageParams>,
 ) -> AppResult<Response> {
     p.scope(id, false)?;
-    Ok(JsonResponse(StatusCode::OK, top_ups::list(&s.pool, id, &q).await?).into_response())
+    Ok(JsonResponse(StatusCode::OK, records::list(&s.pool, id, &q).await?).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant_id}/top-ups/{top_up_id}", tag = "top-ups", responses((status = 200, body = TopUpView)))]
@@ -69,7 +71,7 @@ pub async fn get_top_up(
     ApiPath((id, top_up)): ApiPath<(Uuid, Uuid)>,
 ) -> AppResult<Response> {
     p.scope(id, false)?;
-    Ok(JsonResponse(StatusCode::OK, top_ups::get(&s.pool, id, top_up).await?).into_response())
+    Ok(JsonResponse(StatusCode::OK, records::get(&s.pool, id, top_up).await?).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant_id}/top-ups/{top_up_id}/receipt", tag = "top-ups",
@@ -97,7 +99,7 @@ pub async fn put_auto_top_up(
     ApiJson(req): ApiJson<AutoTopUpRequest>,
 ) -> AppResult<Response> {
     p.scope(id, false)?;
-    let v = detached(async move { auto_top_up::put(&s, id, req).await }).await?;
+    let v = auto_top_up::put(&s.money_in, id, req).await?;
     Ok(JsonResponse(StatusCode::OK, v).into_response())
 }
 
@@ -118,7 +120,7 @@ pub async fn delete_auto_top_up(
     ApiPath(id): ApiPath<Uuid>,
 ) -> AppResult<Response> {
     p.scope(id, false)?;
-    detached(async move { auto_top_up::delete(&s.pool, id).await }).await?;
+    auto_top_up::delete(&s.money_in, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -132,7 +134,7 @@ pub async fn put_webhook(
 ) -> AppResult<Response> {
     p.scope(id, false)?;
     let allow_private = s.config.allow_private_webhooks;
-    let v = detached(async move { webhooks::put(&s.pool, id, req, allow_private).await }).await?;
+    let v = webhooks::put(&s.pool, id, req, allow_private).await?;
     Ok(JsonResponse(StatusCode::OK, v).into_response())
 }
 

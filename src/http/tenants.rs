@@ -5,14 +5,15 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
+use super::credentials::{Admin, Backend};
 use super::extract::{ApiJson, ApiPath, ApiQuery, JsonResponse};
-use crate::auth::{Admin, Backend, Principal};
+use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
-use crate::services::api_keys::{self, ApiKey, CreateKey, CreatedKey, UpdateKey, VerifiedKey};
-use crate::services::balance::{self, Balance, Breakdown, Window};
-use crate::services::history::{self, TransactionFilter, TransactionView, Usage, UsageQuery};
-use crate::services::tenants::{self, CreateTenant, Tenant, UpdateTenant};
-use crate::services::{detached, Page, PageParams};
+use crate::services::accounts::api_keys::{self, ApiKey, CreateKey, CreatedKey, UpdateKey, VerifiedKey};
+use crate::services::accounts::balance::{self, Balance, Breakdown, Window};
+use crate::services::accounts::history::{self, TransactionFilter, TransactionView, Usage, UsageQuery};
+use crate::services::accounts::tenants::{self, CreateTenant, Tenant, UpdateTenant};
+use crate::services::{Page, PageParams};
 use crate::state::AppState;
 
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant,
@@ -22,7 +23,7 @@ pub async fn create_tenant(
     _: Admin,
     ApiJson(req): ApiJson<CreateTenant>,
 ) -> AppResult<Response> {
-    let t = detached(async move { tenants::create(s.pool.clone(), &s.config, req).await }).await?;
+    let t = tenants::create(&s.frame, &s.config, req).await?;
     Ok(JsonResponse(StatusCode::CREATED, t).into_response())
 }
 

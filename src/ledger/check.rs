@@ -2,7 +2,7 @@
 //! and by the tests and the benchmark after every scenario).
 
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::PgConnection;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CheckReport {
@@ -55,9 +55,10 @@ const CHECKS: &[(&str, &str)] = &[
     ),
 ];
 
-pub async fn run(pool: &PgPool) -> Result<CheckReport, sqlx::Error> {
+/// Runs every check in the caller's transaction, which must have run nothing yet (the
+/// HTTP handler runs it through `frame::transaction`).
+pub async fn run(tx: &mut PgConnection) -> Result<CheckReport, sqlx::Error> {
     // One snapshot for every query, so concurrent postings cannot show up as violations.
-    let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await?;
     let mut violations = Vec::new();
     for (what, sql) in CHECKS {
@@ -67,6 +68,5 @@ pub async fn run(pool: &PgPool) -> Result<CheckReport, sqlx::Error> {
     let transactions_checked: i64 =
         sqlx::query_scalar("SELECT count(*) FROM ledger_transactions").fetch_one(&mut *tx).await?;
     let accounts_checked: i64 = sqlx::query_scalar("SELECT count(*) * 3 FROM balances").fetch_one(&mut *tx).await?;
-    tx.commit().await?;
     Ok(CheckReport { ok: violations.is_empty(), transactions_checked, accounts_checked, violations })
 }

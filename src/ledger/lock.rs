@@ -1,27 +1,39 @@
 //! Taking a tenant's ledger lock and reading its funds under it.
+//!
+//! Only the posting frame (`crate::frame`) calls [`lock`]: it is the one lock entry point
+//! of the service, and it sweeps expired lots right after taking the lock.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Funds, Lot};
+use super::{Balances, Funds, Lot};
 use crate::money::Money;
+use crate::vocab::TenantStatus;
 
 /// Proof that this transaction holds the tenant's ledger lock, with what was read under it.
 #[derive(Debug, Clone)]
 pub struct Locked {
     pub tenant_id: Uuid,
     pub currency: String,
-    pub active: bool,
+    pub status: TenantStatus,
+    /// What a decision may spend: spendable lots and paid credit. Deciding code takes
+    /// from it ([`Funds::spend`]) so each decision sees the ones before it.
     pub funds: Funds,
-    /// Bonus that is past expiry but not yet swept by the expiry worker.
+    /// Bonus that is past expiry but not yet swept.
     pub expired_unswept: Money,
-    /// The cached `paid + bonus + held` as the row stands in this transaction; [`post`]
-    /// keeps it current, so it can compute each transaction's `total_after` itself.
+    /// The cached balances as the row stands in this transaction: [`post`] moves them with
+    /// every draft, and every "balance after" is read from them.
     ///
     /// [`post`]: super::post
-    pub total: Money,
+    pub balances: Balances,
+}
+
+impl Locked {
+    pub fn is_active(&self) -> bool {
+        self.status == TenantStatus::Active
+    }
 }
 
 /// Opens a new tenant's accounts (paid, bonus, held), all at zero, in the caller's
@@ -39,7 +51,7 @@ pub async fn open_accounts(conn: &mut PgConnection, tenant_id: Uuid, currency: &
 /// `None`: no such tenant. Lots need no lock of their own: they are only written under
 /// this one.
 pub async fn lock(conn: &mut PgConnection, tenant_id: Uuid, now: DateTime<Utc>) -> Result<Option<Locked>, sqlx::Error> {
-    let row: Option<(Decimal, Decimal, Decimal, String, String)> = sqlx::query_as(
+    let row: Option<(Decimal, Decimal, Decimal, String, TenantStatus)> = sqlx::query_as(
         "SELECT b.paid, b.bonus, b.held, b.currency, t.status \
          FROM balances b JOIN tenants t ON t.id = b.tenant_id \
          WHERE b.tenant_id = $1 FOR UPDATE OF b",
@@ -48,12 +60,14 @@ pub async fn lock(conn: &mut PgConnection, tenant_id: Uuid, now: DateTime<Utc>) 
     .fetch_optional(&mut *conn)
     .await?;
     let Some((paid, bonus, held, currency, status)) = row else { return Ok(None) };
-    let bonus = Money::from_db(bonus);
-    let lots = if bonus.is_zero() { Vec::new() } else { load_lots(conn, tenant_id).await? };
-    let funds = Funds::new(Money::from_db(paid), Money::from_db(held), lots, now);
-    let expired_unswept = bonus.checked_sub(funds.bonus()).unwrap_or(Money::ZERO);
-    let total = Money::from_db(paid + held).checked_add(bonus).expect("balances fit NUMERIC(20,6)");
-    Ok(Some(Locked { tenant_id, currency, active: status == "active", funds, expired_unswept, total }))
+    let balances = Balances { paid: Money::from_db(paid), bonus: Money::from_db(bonus), held: Money::from_db(held) };
+    let lots = if balances.bonus.is_zero() { Vec::new() } else { load_lots(conn, tenant_id).await? };
+    let funds = Funds::new(balances.paid, balances.held, lots, now);
+    // Lots adding up to more than the cached bonus is a broken invariant: refuse, never guess.
+    let expired_unswept = balances.bonus.checked_sub(funds.bonus()).filter(|m| !m.is_negative()).ok_or_else(|| {
+        sqlx::Error::Decode(format!("tenant {tenant_id}: bonus lots exceed the bonus balance").into())
+    })?;
+    Ok(Some(Locked { tenant_id, currency, status, funds, expired_unswept, balances }))
 }
 
 async fn load_lots(conn: &mut PgConnection, tenant_id: Uuid) -> Result<Vec<Lot>, sqlx::Error> {

@@ -8,10 +8,10 @@
 //! - no tenant balance is below zero: CHECK constraints refuse it inside the transaction.
 //!
 //! Concurrency: the tenant's `balances` row is the tenant's ledger lock. [`lock`] takes it
-//! (`FOR UPDATE`) and [`post`] only accepts a [`Locked`] tenant, so every decision about a
-//! tenant's money is made under that lock and written in the same transaction.
-//! System-side accounts (revenue, promotions, …) carry no cached balance: no row shared by
-//! all tenants is written per posting.
+//! (`FOR UPDATE`; only the posting frame calls it) and [`post`] only accepts a [`Locked`]
+//! tenant, so every decision about a tenant's money is made under that lock and written in
+//! the same transaction. System-side accounts (revenue, promotions, …) carry no cached
+//! balance: no row shared by all tenants is written per posting.
 
 pub mod accounts;
 pub mod check;
@@ -26,4 +26,4 @@ pub use draft::{Draft, Entry, NewLot};
 pub use funds::{Funding, Funds, Lot, LotPart};
 pub use give_back::give_back;
 pub use lock::{lock, open_accounts, Locked};
-pub use post::{post, LedgerError, Posted};
+pub use post::{post, BalanceSummary, Balances, LedgerError, Posted};

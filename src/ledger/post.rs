@@ -2,10 +2,14 @@
 //!
 //! A whole batch of drafts for one tenant is written in a fixed number of statements
 //! (one per table), whatever the batch size: that is what makes group commit pay.
+//!
+//! "Balance after" is computed here and only here: each draft moves the locked tenant's
+//! [`Balances`], and its [`Posted::after`] is read from them.
 
 use std::collections::HashMap;
 
 use rust_decimal::Decimal;
+use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -20,6 +24,8 @@ pub enum LedgerError {
     TooFewEntries(Uuid),
     #[error("a posting would take a balance below zero")]
     WouldOverdraw,
+    #[error("a balance would leave the range of money")]
+    OutOfRange,
     #[error("bonus lot {0} is unknown")]
     UnknownLot(Uuid),
     #[error(transparent)]
@@ -35,48 +41,90 @@ impl From<LedgerError> for crate::error::AppError {
     }
 }
 
-/// A posted transaction: its id and the tenant's total right after it.
+/// A tenant's cached balances (the `balances` row), as they stand in this transaction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Balances {
+    pub paid: Money,
+    pub bonus: Money,
+    pub held: Money,
+}
+
+impl Balances {
+    /// `paid + bonus`. Under the frame's lock expired lots are swept first, so this is
+    /// what the tenant may spend.
+    pub fn available(&self) -> Result<Money, LedgerError> {
+        self.paid.checked_add(self.bonus).ok_or(LedgerError::OutOfRange)
+    }
+
+    pub fn summary(&self) -> Result<BalanceSummary, LedgerError> {
+        let available = self.available()?;
+        Ok(BalanceSummary { total: available.checked_add(self.held).ok_or(LedgerError::OutOfRange)?, available })
+    }
+
+    fn apply(&mut self, account: Account, amount: Money) -> Result<(), LedgerError> {
+        let slot = match account {
+            Account::Paid => &mut self.paid,
+            Account::Bonus => &mut self.bonus,
+            Account::Held => &mut self.held,
+            _ => return Ok(()),
+        };
+        *slot = slot.checked_add(amount).ok_or(LedgerError::OutOfRange)?;
+        Ok(())
+    }
+
+    fn minus(&self, before: &Balances) -> Result<[Decimal; 3], LedgerError> {
+        let d = |a: Money, b: Money| a.checked_sub(b).map(Money::as_decimal).ok_or(LedgerError::OutOfRange);
+        Ok([d(self.paid, before.paid)?, d(self.bonus, before.bonus)?, d(self.held, before.held)?])
+    }
+}
+
+/// The short form of a balance embedded in responses: right after a posting.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct BalanceSummary {
+    /// `available + held`: all the tenant owns.
+    pub total: Money,
+    /// `paid + bonus`: what a new charge may use.
+    pub available: Money,
+}
+
+/// A posted transaction: its id and the tenant's balance right after it.
 #[derive(Debug, Clone, Copy)]
 pub struct Posted {
     pub id: Uuid,
-    pub total_after: Money,
+    pub after: BalanceSummary,
 }
 
-/// Posts `drafts`, in order, for the locked tenant. Returns the tenant's balances after.
+/// Posts `drafts`, in order, for the locked tenant, and moves `locked.balances` with them.
 pub async fn post(conn: &mut PgConnection, locked: &mut Locked, drafts: &[Draft]) -> Result<Vec<Posted>, LedgerError> {
     if drafts.is_empty() {
         return Ok(Vec::new());
     }
     let tenant = locked.tenant_id;
-    let mut delta = HashMap::<Account, Decimal>::new();
+    let before = locked.balances;
     let mut lot_delta = HashMap::<Uuid, Decimal>::new();
+    // The lock guarantees nobody else moved the row: each balance follows from the last.
+    let mut posted = Vec::with_capacity(drafts.len());
     for d in drafts {
         if d.entries.len() < 2 {
             return Err(LedgerError::TooFewEntries(d.id));
         }
-        let sum = Money::checked_sum(d.entries.iter().map(|e| e.amount)).unwrap_or(Money::MAX);
+        let sum = Money::checked_sum(d.entries.iter().map(|e| e.amount)).ok_or(LedgerError::OutOfRange)?;
         if !sum.is_zero() {
             return Err(LedgerError::Unbalanced(d.id, sum));
         }
         for e in d.entries.iter().filter(|e| e.account.is_tenant_owned()) {
-            *delta.entry(e.account).or_default() += e.amount.as_decimal();
+            locked.balances.apply(e.account, e.amount)?;
             if let Some(lot) = e.lot {
-                *lot_delta.entry(lot).or_default() += e.amount.as_decimal();
+                *lot_delta.entry(lot).or_insert(Decimal::ZERO) += e.amount.as_decimal();
             }
         }
+        posted.push(Posted { id: d.id, after: locked.balances.summary()? });
     }
 
     insert_new_lots(conn, tenant, drafts, &mut lot_delta).await?;
     update_lots(conn, tenant, &lot_delta).await?;
-
-    // The lock guarantees nobody else moved the row: each total follows from the last.
-    let mut posted = Vec::with_capacity(drafts.len());
-    for d in drafts {
-        locked.total = locked.total.checked_add(d.tenant_delta()).ok_or(LedgerError::WouldOverdraw)?;
-        posted.push(Posted { id: d.id, total_after: locked.total });
-    }
-    let balance = [Account::Paid, Account::Bonus, Account::Held].map(|a| delta.get(&a).copied().unwrap_or_default());
-    insert_rows(conn, tenant, balance, drafts, &posted).await?;
+    let moved = locked.balances.minus(&before)?;
+    insert_rows(conn, tenant, moved, drafts, &posted).await?;
     Ok(posted)
 }
 
@@ -101,7 +149,7 @@ async fn insert_new_lots(
             ids.push(l.id);
             sources.push(l.source.as_str());
             granted.push(l.amount.as_decimal());
-            remaining.push(lot_delta.remove(&l.id).unwrap_or_default());
+            remaining.push(lot_delta.remove(&l.id).ok_or(LedgerError::UnknownLot(l.id))?);
             expires.push(l.expires_at);
             txns.push(d.id);
             at.push(d.created_at);
@@ -227,7 +275,7 @@ impl<'a> TxnColumns<'a> {
             c.actors.push(d.actor.as_deref());
             c.corrects.push(d.corrects);
             c.keys.push(d.api_key_id);
-            c.totals.push(p.total_after.as_decimal());
+            c.totals.push(p.after.total.as_decimal());
             c.at.push(d.created_at);
         }
         c

@@ -14,13 +14,11 @@
 //!
 //! The service never holds a database lock or transaction across [`charge_within`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::config::Config;
 use crate::money::Money;
 
 pub mod mock;
@@ -83,27 +81,17 @@ pub async fn charge_within(provider: &dyn PaymentProvider, req: ChargeRequest, l
     }
 }
 
-/// Fault injection for the crash tests: with `stop_after_charge` set, an attempt stops
-/// right after the provider answered and records nothing, exactly as a process killed at
-/// that point would. Never set outside tests.
-#[derive(Debug, Default)]
-pub struct Faults {
-    pub stop_after_charge: AtomicBool,
-}
-
-impl Faults {
-    pub fn stopped_after_charge(&self) -> bool {
-        self.stop_after_charge.load(Ordering::SeqCst)
-    }
-}
-
-/// The provider `TALLY_PAYMENT_PROVIDER` names, and the mock itself when it is the mock
-/// (tests read its calls).
-pub fn from_config(config: &Config) -> Result<(Arc<dyn PaymentProvider>, Option<Arc<MockProvider>>), String> {
-    match config.payment_provider.as_str() {
+/// The provider `name` (`TALLY_PAYMENT_PROVIDER`) selects, and the mock itself when it is
+/// the mock (tests read its calls). `mock`: a mock to use instead of a fresh one, so that
+/// several instances in one process share one provider the way replicas share a real one.
+pub fn select(
+    name: &str,
+    slow_delay: Duration,
+    mock: Option<Arc<MockProvider>>,
+) -> Result<(Arc<dyn PaymentProvider>, Option<Arc<MockProvider>>), String> {
+    match name {
         "mock" => {
-            let mock =
-                config.mock_provider.clone().unwrap_or_else(|| Arc::new(MockProvider::new(config.mock_slow_delay)));
+            let mock = mock.unwrap_or_else(|| Arc::new(MockProvider::new(slow_delay)));
             Ok((mock.clone(), Some(mock)))
         }
         other => Err(format!("TALLY_PAYMENT_PROVIDER: unknown provider {other:?} (known: mock)")),

@@ -17,7 +17,6 @@ use super::store;
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
 use crate::http::extract::{parse_json, ApiPath, JsonResponse};
-use crate::services::detached;
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -52,7 +51,7 @@ pub async fn create_session(
         }
     }
     let (pool, actor, ttl) = (s.pool.clone(), p.actor(), s.config.portal.link_ttl);
-    let link = detached(async move { store::create_link(&pool, id, &actor, ttl).await }).await?;
+    let link = store::create_link(&pool, id, &actor, ttl).await?;
     let url = format!("{}/portal/enter?token={}", s.config.portal.base_url(s.config.addr), link.token);
     Ok(JsonResponse(StatusCode::CREATED, PortalLink { url, expires_at: link.expires_at }).into_response())
 }

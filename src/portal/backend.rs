@@ -2,16 +2,15 @@
 //! goes through a function here, which calls the same service the JSON API calls, with
 //! the same checks and (for top-ups) the same idempotency.
 //!
-//! Why a door of its own: the services are being regrouped (issue 8) and some signatures
-//! change (idempotency gains a side: the portal acts on the TENANT side, as the tenant's
-//! own API keys do). Pages import only from here, so re-pointing the portal after such a
-//! change is an edit to this file.
+//! Why a door of its own: pages import only from here, so a change of a service's
+//! signature is an edit to this file. The portal acts on the TENANT side of idempotency,
+//! as the tenant's own API keys do.
 //!
 //! Invariants:
 //! - every function takes the tenant from the caller's session, never from the request;
 //!   every lookup by id is scoped by that tenant (another tenant's id is "not found");
-//! - writes run detached (a closed browser tab cannot cancel a transaction half-way) and
-//!   are refused for a suspended tenant before any service is called;
+//! - writes are refused for a suspended tenant before any service is called; the services
+//!   run their transactions where a closed browser tab cannot cancel them (the frame);
 //! - nothing here decides money: top-ups and auto top-up settings are the services'.
 
 use std::collections::HashMap;
@@ -22,22 +21,26 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
-use crate::idempotency::IdempotencyKey;
+use crate::http::receipts;
+use crate::idempotency::{IdempotencyKey, Side};
 use crate::money::Money;
-use crate::services::auto_top_up::{self, AutoTopUpRequest};
-use crate::services::events::{self, EventType};
-use crate::services::{api_keys, balance, history, payment_methods, receipts, top_ups, webhooks};
-use crate::services::{detached, PageParams};
+use crate::services::accounts::{api_keys, balance, history, tenants};
+use crate::services::money_in::auto_top_up::{self, AutoTopUpRequest};
+use crate::services::money_in::{payment_methods, records, top_ups};
+use crate::services::notify::events::{self, EventType};
+use crate::services::notify::webhooks;
+use crate::services::PageParams;
 use crate::state::{App, AppState};
+use crate::vocab::{KeyStatus, TenantStatus};
 
 pub use crate::ledger::TxnKind;
-pub use crate::services::api_keys::{ApiKey, CreatedKey};
-pub use crate::services::auto_top_up::AutoTopUpView;
-pub use crate::services::balance::{Balance, Breakdown};
-pub use crate::services::events::EventView;
-pub use crate::services::history::{TransactionView, UsageRow};
-pub use crate::services::top_ups::TopUpView;
-pub use crate::services::webhooks::WebhookView;
+pub use crate::services::accounts::api_keys::{ApiKey, CreatedKey};
+pub use crate::services::accounts::balance::{Balance, Breakdown};
+pub use crate::services::accounts::history::{TransactionView, UsageRow};
+pub use crate::services::money_in::auto_top_up::AutoTopUpView;
+pub use crate::services::money_in::records::TopUpView;
+pub use crate::services::notify::events::EventView;
+pub use crate::services::notify::webhooks::WebhookView;
 pub use crate::services::Page;
 
 /// Who the ledger and the top-up records name as having acted.
@@ -166,9 +169,8 @@ pub async fn key_labels(pool: &PgPool, tenant: Uuid) -> AppResult<HashMap<Uuid, 
 
 pub async fn create_key(pool: &PgPool, tenant: Uuid, suspended: bool, name: String) -> AppResult<CreatedKey> {
     writable(suspended)?;
-    let pool = pool.clone();
     // LATER(issue 9, spend limits): pass `spend_limit` and `allowed_models` from the form.
-    detached(async move { api_keys::create(&pool, tenant, api_keys::CreateKey { name }).await }).await
+    api_keys::create(pool, tenant, api_keys::CreateKey { name }).await
 }
 
 pub async fn update_key(
@@ -180,10 +182,9 @@ pub async fn update_key(
     enabled: Option<bool>,
 ) -> AppResult<ApiKey> {
     writable(suspended)?;
-    let s = state.clone();
-    let status = enabled.map(|e| if e { "enabled" } else { "disabled" }.to_string());
+    let status = enabled.map(|e| if e { KeyStatus::Enabled } else { KeyStatus::Disabled });
     let req = api_keys::UpdateKey { name, status };
-    detached(async move { api_keys::update(&s.pool, &s.auth_cache, tenant, key, req).await }).await
+    api_keys::update(&state.pool, &state.auth_cache, tenant, key, req).await
 }
 
 // ---- top-ups ----------------------------------------------------------------------------
@@ -235,8 +236,8 @@ pub async fn top_up(
     writable(suspended)?;
     let key = IdempotencyKey(key.to_string());
     let req = top_ups::TopUpRequest { amount };
-    // LATER(issue 13, idempotency sides): the portal acts on the tenant's side.
-    let stored = detached(top_ups::create(state.0.clone(), tenant, key, req, actor(session_id))).await;
+    // The tenant's side: a portal form can never occupy a key of the platform's backends.
+    let stored = top_ups::create(&state.money_in, tenant, (Side::Tenant, key), req, actor(session_id)).await;
     match stored {
         Ok(s) => {
             let body: Value = serde_json::from_slice(&s.body).map_err(AppError::internal)?;
@@ -256,11 +257,11 @@ pub async fn top_up(
 }
 
 pub async fn top_ups(pool: &PgPool, tenant: Uuid, limit: i64, cursor: Option<String>) -> AppResult<Page<TopUpView>> {
-    top_ups::list(pool, tenant, &page(limit, cursor)).await
+    records::list(pool, tenant, &page(limit, cursor)).await
 }
 
 pub async fn top_up_view(pool: &PgPool, tenant: Uuid, id: Uuid) -> AppResult<TopUpView> {
-    top_ups::get(pool, tenant, id).await
+    records::get(pool, tenant, id).await
 }
 
 /// The same printable receipt the API serves.
@@ -284,9 +285,8 @@ pub async fn put_auto_top_up(
     monthly_limit: Option<Money>,
 ) -> AppResult<AutoTopUpView> {
     writable(suspended)?;
-    let s = state.clone();
     let req = AutoTopUpRequest { enabled, threshold, amount, monthly_limit };
-    detached(async move { auto_top_up::put(&s, tenant, req).await }).await
+    auto_top_up::put(&state.money_in, tenant, req).await
 }
 
 /// The webhook endpoint on file: its URL and event types (`None`: all types).
@@ -312,9 +312,8 @@ pub async fn put_webhook(
     events: Option<Vec<String>>,
 ) -> AppResult<WebhookView> {
     writable(suspended)?;
-    let s = state.clone();
     let req = webhooks::WebhookRequest { url, events };
-    detached(async move { webhooks::put(&s.pool, tenant, req, s.config.allow_private_webhooks).await }).await
+    webhooks::put(&state.pool, tenant, req, state.config.allow_private_webhooks).await
 }
 
 pub async fn events(pool: &PgPool, tenant: Uuid, limit: i64, cursor: Option<String>) -> AppResult<Page<EventView>> {
@@ -323,5 +322,5 @@ pub async fn events(pool: &PgPool, tenant: Uuid, limit: i64, cursor: Option<Stri
 
 /// Whether the tenant is suspended (404 when there is no such tenant).
 pub async fn tenant_suspended(pool: &PgPool, tenant: Uuid) -> AppResult<bool> {
-    Ok(crate::services::tenants::get(pool, tenant).await?.status != "active")
+    Ok(tenants::get(pool, tenant).await?.status != TenantStatus::Active)
 }

@@ -12,7 +12,6 @@ use super::pages;
 use super::session::{self, see_other, PortalSession};
 use super::store;
 use crate::error::AppError;
-use crate::services::detached;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -25,7 +24,7 @@ pub struct EnterQuery {
 pub async fn enter(State(s): State<AppState>, Query(q): Query<EnterQuery>) -> PortalResult<Response> {
     let Some(token) = q.token else { return Ok(see_other("/portal/expired")) };
     let (pool, ttl) = (s.pool.clone(), s.config.portal.session_ttl);
-    let Some(opened) = detached(async move { store::redeem(&pool, &token, ttl).await }).await? else {
+    let Some(opened) = store::redeem(&pool, &token, ttl).await? else {
         return Ok(see_other("/portal/expired"));
     };
     tracing::info!(tenant = %opened.tenant_id, "portal session opened");
@@ -61,7 +60,7 @@ pub async fn expired(Query(q): Query<ExpiredQuery>) -> Response {
 pub async fn sign_out(State(s): State<AppState>, sess: PortalSession, form: Fields) -> PortalResult<Response> {
     sess.check(&form)?;
     let (pool, tenant, id) = (s.pool.clone(), sess.0.tenant_id, sess.0.id);
-    detached(async move { store::end(&pool, tenant, id).await }).await?;
+    store::end(&pool, tenant, id).await?;
     let mut r = see_other("/portal/expired?signed_out=1");
     r.headers_mut().insert(header::SET_COOKIE, session::clear_cookie(s.config.portal.secure_cookie()));
     Ok(r)

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::html;
 
-use super::pages;
+use super::layout;
 use crate::error::AppError;
 
 #[derive(Debug)]
@@ -58,7 +58,7 @@ impl IntoResponse for PortalError {
             p { (text) }
             p { a href="/portal" { "Back to your portal" } }
         };
-        (status, pages::bare(title, body)).into_response()
+        (status, layout::bare(title, body)).into_response()
     }
 }
 

@@ -32,12 +32,13 @@ pub mod errors;
 pub mod form;
 pub mod format;
 pub mod headers;
+pub mod layout;
 pub mod pages;
 pub mod session;
 pub mod store;
 
 /// The stylesheet's address; the version in it changes with the file, so it can be cached.
-pub const STYLESHEET: &str = concat!("/portal/static/portal.css?v=", env!("CARGO_PKG_VERSION"));
+pub use layout::STYLESHEET;
 
 const CSS: &str = include_str!("portal.css");
 

@@ -21,7 +21,7 @@ use crate::state::AppState;
 
 pub const COOKIE: &str = "tally_portal";
 /// The name of the hidden field every state-changing form carries.
-pub const CSRF_FIELD: &str = "csrf";
+pub use super::layout::CSRF_FIELD;
 
 /// The live session of the request: the tenant it sees, and its CSRF token.
 pub struct PortalSession(pub Session);
@@ -104,7 +104,7 @@ pub fn no_session(parts: &Parts) -> Response {
                     meta name="viewport" content="width=device-width, initial-scale=1";
                     meta http-equiv="refresh" content=(refresh);
                     title { "Opening your portal" }
-                    link rel="stylesheet" href=(super::STYLESHEET);
+                    link rel="stylesheet" href=(super::layout::STYLESHEET);
                 }
                 body { main id="main" { h1 { "Opening your portal…" } p { a href=(here) { "Continue" } } } }
             }

@@ -79,35 +79,39 @@ pub async fn redeem(pool: &PgPool, link_token: &str, lifetime: Duration) -> AppR
         return Ok(None);
     }
     let now = Utc::now();
-    let mut tx = pool.begin().await?;
-    let link: Option<(Uuid, Uuid)> = sqlx::query_as(
-        "UPDATE portal_links SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 \
-         RETURNING tenant_id, id",
-    )
-    .bind(&hash_token(link_token)[..])
-    .bind(now)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((tenant_id, link_id)) = link else {
-        tx.rollback().await?;
-        return Ok(None);
-    };
-    let token = generate_token("ps");
-    sqlx::query(
-        "INSERT INTO portal_sessions (tenant_id, id, link_id, token_hash, csrf_token, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(tenant_id)
-    .bind(new_id())
-    .bind(link_id)
-    .bind(&hash_token(&token)[..])
-    .bind(csrf_token())
-    .bind(now)
-    .bind(now + ttl(lifetime)?)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Some(NewSession { token, tenant_id }))
+    let link_hash = hash_token(link_token);
+    let expires_at = now + ttl(lifetime)?;
+    // One transaction: marking the link used and opening the session stand or fall together,
+    // so two browsers racing on one link get one session between them.
+    crate::frame::transaction(pool, move |tx| {
+        Box::pin(async move {
+            let link: Option<(Uuid, Uuid)> = sqlx::query_as(
+                "UPDATE portal_links SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 \
+                 RETURNING tenant_id, id",
+            )
+            .bind(&link_hash[..])
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((tenant_id, link_id)) = link else { return Ok(None) };
+            let token = generate_token("ps");
+            sqlx::query(
+                "INSERT INTO portal_sessions (tenant_id, id, link_id, token_hash, csrf_token, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(tenant_id)
+            .bind(new_id())
+            .bind(link_id)
+            .bind(&hash_token(&token)[..])
+            .bind(csrf_token())
+            .bind(now)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+            Ok(Some(NewSession { token, tenant_id }))
+        })
+    })
+    .await
 }
 
 /// The live session a cookie names, if any.

@@ -1,68 +1,22 @@
-//! Services: one module per use case. Each opens its database transaction, applies the
-//! rules and calls the ledger to post. HTTP handlers call these and nothing below them.
+//! Services: the use cases, grouped by area. Each takes what it uses (the pool, the
+//! posting frame, the charger, the payment provider), never the whole application, and
+//! moves money only through the posting frame (`crate::frame`). HTTP handlers call these
+//! and nothing below them.
 //!
-//! Invariant: multi-statement database work runs through [`detached`], so a client that
-//! disconnects can never drop a transaction half-way and leave a connection holding locks.
-
-use std::future::Future;
-
-use futures::future::BoxFuture;
-use sqlx::{PgConnection, PgPool};
+//! - [`spend`]: charges and the group-commit charger, holds, refunds, estimates;
+//! - [`money_in`]: top-ups, their attempts with the provider, auto top-up, payment methods;
+//! - [`notify`]: the event outbox, webhooks, low-balance events, expiry notices;
+//! - [`accounts`]: tenants, API keys, adjustments, balances, history, prices, lot expiry.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
 
-pub mod adjustments;
-pub mod api_keys;
-pub mod auto_top_up;
-pub mod balance;
-pub mod batch;
-pub mod charger;
-pub mod charges;
-pub mod estimates;
-pub mod events;
-pub mod expiry;
-pub mod expiry_notices;
-pub mod history;
-pub mod holds;
-pub mod low_balance;
-pub mod payment_methods;
-pub mod prices;
-pub mod receipts;
-pub mod refunds;
-pub mod tenants;
-pub mod top_up_attempts;
-pub mod top_ups;
-pub mod webhooks;
-
-/// Runs `work` in one transaction: commits when it returns `Ok`, rolls back explicitly when
-/// it returns `Err`, so every lock it took (the tenant's row, the advisory lock on an
-/// idempotency key) is released before the answer leaves and a quick retry never sees it.
-pub async fn in_transaction<T, F>(pool: &PgPool, work: F) -> AppResult<T>
-where
-    F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, AppResult<T>>,
-{
-    let mut tx = pool.begin().await?;
-    match work(&mut tx).await {
-        Ok(v) => {
-            tx.commit().await?;
-            Ok(v)
-        }
-        Err(e) => {
-            if let Err(rb) = tx.rollback().await {
-                tracing::warn!(error = %rb, "rollback failed");
-            }
-            Err(e)
-        }
-    }
-}
-
-/// Runs `work` on its own task: the request's cancellation cannot drop it half-way.
-pub async fn detached<T: Send + 'static>(work: impl Future<Output = AppResult<T>> + Send + 'static) -> AppResult<T> {
-    tokio::spawn(work).await.map_err(AppError::internal)?
-}
+pub mod accounts;
+pub mod money_in;
+pub mod notify;
+pub mod spend;
 
 /// `?limit=&cursor=` of every list.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]

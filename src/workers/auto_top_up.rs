@@ -1,20 +1,22 @@
 //! The auto top-up worker, one per replica.
 //!
-//! It reacts to this replica's spends at once (a [`Signal`](crate::services::auto_top_up::Signal)
-//! from the charge path, coalesced for a few milliseconds), and sweeps the database every
+//! It reacts to this replica's movements at once (a [`Signal`](crate::services::notify::low_balance::Signal)
+//! from the posting frame, for every movement that lowers `available`, coalesced for a few
+//! milliseconds), and sweeps the database every
 //! `TALLY_WORKER_INTERVAL_MS` for what any replica missed: tenants below an enabled
 //! threshold with no attempt in flight, and pending attempts whose re-drive is due
 //! (a crash, a timeout or an unavailable provider left them pending; one whose outcome is
-//! unknown is re-driven until the provider answers), and manual attempts abandoned by their
-//! client after the provider refused them (never one that may have charged the card).
+//! unknown is re-driven until the provider answers), and manual attempts whose client has
+//! not come back, which it takes over and re-drives with their provider key until the
+//! provider gives a final answer (none is ever closed without one).
 //! A successful automatic attempt wakes the worker again for its tenant, since one attempt
 //! may not close the whole gap to the threshold.
 //!
 //! It also runs the listener that keeps the hot path's cache of settings coherent across
-//! replicas (`services::low_balance`).
+//! replicas (`services::notify::low_balance`).
 //!
-//! Replicas coordinate only through Postgres (see `services::auto_top_up` and
-//! `services::top_up_attempts`); provider calls run on their own tasks, so a slow provider
+//! Replicas coordinate only through Postgres (see `services::money_in::auto_top_up` and
+//! `services::money_in::attempts`); provider calls run on their own tasks, so a slow provider
 //! never delays the next decision, and shutdown waits for the calls in progress.
 
 use std::collections::HashSet;
@@ -24,10 +26,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use uuid::Uuid;
 
-use crate::services::top_up_attempts::{self as attempts, Settled};
-use crate::services::top_ups::TopUpRow;
-use crate::services::{auto_top_up, low_balance};
+use crate::services::money_in::attempts::{self, Settled};
+use crate::services::money_in::auto_top_up;
+use crate::services::money_in::records::TopUpRow;
 use crate::state::AppState;
+use crate::vocab::TopUpSource;
 
 /// How long a wake-up waits for more tenants before it decides.
 const COALESCE: Duration = Duration::from_millis(10);
@@ -37,9 +40,10 @@ const MAX_RUNNING: usize = 32;
 const SWEEP_BATCH: i64 = 100;
 
 pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
-    let listener = tokio::spawn(low_balance::listen(state.pool.clone(), stop.clone()));
+    let (low, pool, listen_stop) = (state.low_balance.clone(), state.pool.clone(), stop.clone());
+    let listener = tokio::spawn(async move { low.listen(pool, listen_stop).await });
     tokio::spawn(async move {
-        let mut wakeups = state.auto_top_up.take_receiver();
+        let mut wakeups = state.low_balance.signal.take_receiver();
         let mut running = JoinSet::new();
         let mut sweep = tokio::time::interval(state.config.worker_interval);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -88,7 +92,7 @@ async fn start(state: &AppState, tenant: Uuid, running: &mut JoinSet<()>) {
     if running.len() >= MAX_RUNNING {
         return;
     }
-    match auto_top_up::begin_attempt(state, tenant).await {
+    match auto_top_up::begin_attempt(&state.money_in, tenant).await {
         Ok(Some(row)) => {
             running.spawn(run(state.clone(), row));
         }
@@ -99,13 +103,13 @@ async fn start(state: &AppState, tenant: Uuid, running: &mut JoinSet<()>) {
 
 async fn run(state: AppState, row: TopUpRow) {
     let (tenant, id) = (row.tenant_id, row.id);
-    match attempts::run(&state, row).await {
+    match attempts::run(&state.money_in, row).await {
         Ok(Settled::Succeeded { view, .. }) => {
             tracing::info!(%tenant, top_up = %id, amount = %view.amount, "top-up succeeded");
             // One attempt is capped (top-up maximum, monthly limit): if the tenant is still
             // below its threshold, the next attempt follows now rather than at the next sweep.
-            if view.source == "auto" {
-                state.auto_top_up.nudge(tenant);
+            if view.source == TopUpSource::Auto {
+                state.low_balance.signal.nudge(tenant);
             }
         }
         Ok(Settled::Declined { reason, .. }) => tracing::warn!(%tenant, top_up = %id, reason, "top-up declined"),
@@ -118,8 +122,8 @@ async fn run_sweep(state: &AppState, running: &mut JoinSet<()>) {
     if let Err(e) = redrive_due(state, running).await {
         tracing::error!(error = %e, "re-driving pending top-ups failed");
     }
-    if let Err(e) = attempts::abandon_stale(&state.pool, attempts::ABANDON_AFTER, SWEEP_BATCH).await {
-        tracing::error!(error = %e, "closing abandoned top-ups failed");
+    if let Err(e) = attempts::hand_over_stale(&state.pool, attempts::HAND_OVER_AFTER, SWEEP_BATCH).await {
+        tracing::error!(error = %e, "handing stale top-ups over to the sweep failed");
     }
     match below_threshold(state).await {
         Ok(tenants) => {
@@ -138,7 +142,7 @@ async fn redrive_due(state: &AppState, running: &mut JoinSet<()>) -> crate::erro
             break;
         }
         let mut conn = state.pool.acquire().await?;
-        if let Some(row) = attempts::claim(&mut conn, tenant, id, attempts::lease(state)).await? {
+        if let Some(row) = attempts::claim(&mut conn, tenant, id, attempts::lease(&state.config)).await? {
             tracing::info!(%tenant, top_up = %id, attempts = row.attempts, "re-driving a pending top-up with its provider key");
             running.spawn(run(state.clone(), row));
         }

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::services::{expiry, expiry_notices};
+use crate::services::accounts::expiry;
+use crate::services::notify::expiry_notices;
+use crate::services::spend::holds;
 use crate::state::AppState;
 
 pub mod auto_top_up;
@@ -40,10 +42,10 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> JoinHandle<()>
 
 async fn tick(state: &AppState, last_purge: &mut Instant) {
     let pool = &state.pool;
-    if let Err(e) = expiry::expire_holds(pool, 200).await {
+    if let Err(e) = holds::expire_overdue(&state.frame, 200).await {
         tracing::error!(error = %e, "hold expiry failed");
     }
-    if let Err(e) = expiry::expire_lots(pool, 200).await {
+    if let Err(e) = expiry::expire_lots(&state.frame, 200).await {
         tracing::error!(error = %e, "credit expiry failed");
     }
     if let Err(e) = expiry_notices::notify_expiring(pool, state.config.credits_expiring_notice, 200).await {

@@ -21,8 +21,8 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::error::AppResult;
-use crate::services::events::EventView;
-use crate::services::webhooks;
+use crate::services::notify::events::EventView;
+use crate::services::notify::webhooks;
 use crate::state::{App, AppState};
 
 /// Deliveries claimed per round.

@@ -128,11 +128,7 @@ async fn two_replicas_and_100_concurrent_charges_make_one_provider_charge() {
     let a = TestApp::spawn_with(slow_but_in_time).await;
     let m = mock_of(&a);
     let shared = m.clone();
-    let b = TestApp::spawn_on(a.db.clone(), move |c| {
-        slow_but_in_time(c);
-        c.mock_provider = Some(shared);
-    })
-    .await;
+    let b = TestApp::spawn_sharing(a.db.clone(), Some(shared), slow_but_in_time).await;
     let t = a.create_tenant("busy").await;
     a.fund(t, "30").await;
     set_card(&a, t, "pm_mock_slow").await.assert(200);
@@ -238,11 +234,7 @@ async fn an_instance_killed_between_the_charge_and_its_record_is_recovered_by_an
     assert_eq!((status.as_str(), paid.to_string().as_str()), ("pending", "5.000000"), "charged, but nothing recorded");
 
     let shared = m.clone();
-    let b = TestApp::spawn_on(a.db.clone(), move |c| {
-        fast(c);
-        c.mock_provider = Some(shared);
-    })
-    .await;
+    let b = TestApp::spawn_sharing(a.db.clone(), Some(shared), fast).await;
     wait_until("the fresh instance to finish the attempt", Duration::from_secs(5), || async {
         succeeded(&b, t).await == 1
     })

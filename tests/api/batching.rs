@@ -4,10 +4,8 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use tally::idempotency::{fingerprint, IdempotencyKey};
-use tally::services::batch;
-use tally::services::charger::Item;
-use tally::services::charges::{Price, Spend, SpendKind};
+use tally::idempotency::{fingerprint, Claim, IdempotencyKey, Side};
+use tally::services::spend::batch::{self, Item, Price, Spend, SpendKind};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -28,7 +26,8 @@ fn item(
         api_key_id: None,
     };
     let fp = fingerprint("charge", &json!({ "tenant_id": tenant, "amount": amount }));
-    (Item { spend, key: IdempotencyKey(key.into()), fp, reply }, rx)
+    let claim = Claim { tenant, side: Side::Platform, key: IdempotencyKey(key.into()), fp };
+    (Item { spend, claim, reply }, rx)
 }
 
 async fn status(rx: oneshot::Receiver<tally::error::AppResult<tally::idempotency::Stored>>) -> (u16, String) {
@@ -45,7 +44,7 @@ async fn one_batch_mixes_successes_refusals_replays_and_duplicates() {
     app.fund(t, "3").await;
     // A key used before: its charge must be replayed, not applied again.
     let (first, rx) = item(t, "0.5", "seen", None);
-    batch::run(&app.state, t, vec![first]).await;
+    batch::run(&app.state.frame, app.state.config.credits_per_usd, vec![first]).await;
     assert_eq!(status(rx).await.0, 201);
 
     let mut items = Vec::new();
@@ -55,7 +54,7 @@ async fn one_batch_mixes_successes_refusals_replays_and_duplicates() {
         items.push(i);
         rxs.push(rx);
     }
-    batch::run(&app.state, t, items).await;
+    batch::run(&app.state.frame, app.state.config.credits_per_usd, items).await;
     let mut got = Vec::new();
     for rx in rxs {
         got.push(status(rx).await);
@@ -91,7 +90,7 @@ async fn a_failing_item_does_not_fail_its_batch() {
     let (good1, rx1) = item(t, "1", "g1", Some("fine"));
     let (bad, rx2) = item(t, "1", "bad", Some("nul \u{0} byte"));
     let (good2, rx3) = item(t, "1", "g2", None);
-    batch::run(&app.state, t, vec![good1, bad, good2]).await;
+    batch::run(&app.state.frame, app.state.config.credits_per_usd, vec![good1, bad, good2]).await;
     assert_eq!(status(rx1).await.0, 201);
     assert_eq!(status(rx2).await.0, 500);
     assert_eq!(status(rx3).await.0, 201);
@@ -139,4 +138,36 @@ async fn charges_from_two_replicas_on_one_tenant_stay_exact() {
     assert_eq!(results.iter().filter(|r| r.status == 402).count(), 20);
     assert_eq!(a.balance(t).await["available"], "0.00");
     a.assert_ledger_ok().await;
+}
+
+#[tokio::test]
+async fn work_after_the_commit_never_fails_a_committed_batch() {
+    let app = TestApp::spawn().await;
+    let t = app.create_tenant("hot").await;
+    app.fund(t, "3").await;
+    // Every after-commit step fails from now on.
+    app.state.faults.fail_after_commit.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (fits, rx1) = item(t, "2", "fits", None);
+    let (refused, rx2) = item(t, "2", "refused", None);
+    let (also, rx3) = item(t, "0.5", "also", None);
+    batch::run(&app.state.frame, app.state.config.credits_per_usd, vec![fits, refused, also]).await;
+    let (s1, b1) = status(rx1).await;
+    assert_eq!(s1, 201);
+    assert_ne!(b1, "replayed", "answered as committed, not re-run and replayed");
+    let first: serde_json::Value = serde_json::from_str(&b1).unwrap();
+    assert_eq!(first["balance"]["available"], "1.00");
+    assert_eq!(status(rx2).await, (402, "insufficient_funds".into()), "refused as decided, against 1.00");
+    let (s3, b3) = status(rx3).await;
+    assert_eq!((s3, b3 != "replayed"), (201, true));
+    // Single movements too: the charge and the adjustment stand.
+    app.charge(t, "0.25").await.assert(201);
+    app.fund(t, "1").await;
+    assert_eq!(app.balance(t).await["available"], "1.25");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM charges WHERE tenant_id = $1")
+        .bind(t)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+    app.assert_ledger_ok().await;
 }

@@ -131,11 +131,21 @@ impl TestApp {
 
     /// Another instance of the service on the same database (a second replica).
     pub async fn spawn_on(db: PgConnectOptions, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        Self::spawn_sharing(db, None, tweak).await
+    }
+
+    /// A second replica that shares `mock` as its payment provider, the way replicas share
+    /// a real one.
+    pub async fn spawn_sharing(
+        db: PgConnectOptions,
+        mock: Option<std::sync::Arc<tally::payments::MockProvider>>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let mut config = test_config();
         tweak(&mut config);
         let pool = tally::db::connect(db.clone(), config.db_pool_size).await.unwrap();
         MIGRATOR.run(&pool).await.unwrap();
-        let state = tally::startup::build_state(config, pool.clone()).await.unwrap();
+        let state = tally::startup::build_state(config, pool.clone(), mock).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

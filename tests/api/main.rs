@@ -9,6 +9,7 @@ mod batching;
 mod charges;
 mod credentials;
 mod embedded;
+mod frame;
 mod holds;
 mod idempotency;
 mod isolation;

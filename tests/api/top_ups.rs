@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tally::config::Config;
 use tally::payments::MockProvider;
-use tally::services::top_up_attempts as attempts;
+use tally::services::money_in::attempts;
 use uuid::Uuid;
 
 use crate::helpers::*;
@@ -217,22 +217,23 @@ async fn provider_down_is_a_503_not_stored_and_the_retry_charges_once() {
     let pending = top_ups_of(&app, t).await;
     assert_eq!((pending.len(), pending[0]["status"].as_str()), (1, Some("pending")));
 
-    // Never retried by its client, the attempt is closed as failed a day later; the key
-    // stored nothing, so the same key runs again as a new attempt.
+    // Never retried by its client, the attempt is handed to the sweep a day later, never
+    // closed: with a real provider an unavailable answer may hide a charge. The sweep
+    // re-drives it with the same provider key, and the client's key still leads to it.
     sqlx::query("UPDATE top_ups SET last_attempt_at = now() - interval '2 days' WHERE tenant_id = $1")
         .bind(t)
         .execute(&app.pool)
         .await
         .unwrap();
-    wait_until("the abandoned attempt to close", Duration::from_secs(5), || async {
-        top_ups_of(&app, t).await[0]["status"] == "failed"
-    })
-    .await;
-    assert!(top_ups_of(&app, t).await[0]["error"].as_str().unwrap().starts_with("abandoned"));
-    assert_eq!(count_type(&events_of(&app, t).await, "top_up.failed"), 1);
-    top_up(&app, t, "down", "10").await.assert_error(503, "payment_provider_unavailable");
-    assert_eq!(top_ups_of(&app, t).await.len(), 2);
-    assert_ne!(m.calls()[2].request.idempotency_key, calls[0].request.idempotency_key, "a new attempt, a new key");
+    wait_until("the sweep to take the attempt over", Duration::from_secs(5), || async { m.calls().len() > 2 }).await;
+    assert_eq!(top_ups_of(&app, t).await[0]["status"], "pending");
+    assert_eq!(count_type(&events_of(&app, t).await, "top_up.failed"), 0);
+    let retry = top_up(&app, t, "down", "10").await;
+    // 409 while the sweep's own call holds the attempt, else the provider's 503: never a new attempt.
+    assert!(matches!(retry.status.as_u16(), 503 | 409), "{}", retry.text);
+    assert_eq!(top_ups_of(&app, t).await.len(), 1);
+    let down = calls[0].request.idempotency_key.clone();
+    assert!(m.calls().iter().all(|c| c.request.idempotency_key == down), "one attempt, one provider key");
 
     // An outage that ends: the client's retry with its key re-drives the same attempt.
     set_card(&app, t, "pm_mock_ok").await.assert(200);
@@ -241,12 +242,12 @@ async fn provider_down_is_a_503_not_stored_and_the_retry_charges_once() {
     let ok = top_up(&app, t, "flaky", "10").await;
     ok.assert(201);
     assert_eq!(ok.body["attempts"], 2);
-    let flaky: Vec<_> = m.calls().into_iter().skip(3).collect();
+    let flaky: Vec<_> = m.calls().into_iter().filter(|c| c.request.token == "pm_mock_ok").collect();
     assert_eq!(flaky.len(), 2);
     assert_eq!(flaky[0].request.idempotency_key, flaky[1].request.idempotency_key);
     assert_eq!(m.charges().len(), 1);
     assert_eq!(app.balance(t).await["paid"], "10.00");
-    assert_eq!(top_ups_of(&app, t).await.len(), 3, "one pending attempt per key at a time");
+    assert_eq!(top_ups_of(&app, t).await.len(), 2, "one attempt per key until its final answer");
     app.assert_ledger_ok().await;
 }
 
@@ -350,15 +351,16 @@ async fn attempt_state(app: &TestApp, t: Uuid) -> (bool, bool, bool) {
     .unwrap()
 }
 
-/// Ages every top-up of the tenant past the abandonment delay, then runs the closing pass.
-async fn abandon_after_a_day(app: &TestApp, t: Uuid) -> usize {
+/// Ages every top-up of the tenant past the hand-over delay, then runs the hand-over pass:
+/// how many attempts it gave to the sweep (one that may have charged is already its own).
+async fn hand_over_after_a_day(app: &TestApp, t: Uuid) -> usize {
     sqlx::query("UPDATE top_ups SET last_attempt_at = now() - interval '2 days' WHERE tenant_id = $1")
         .bind(t)
         .execute(&app.pool)
         .await
         .unwrap();
-    attempts::abandon_stale(&app.pool, attempts::ABANDON_AFTER, 100).await.unwrap()
-        + attempts::abandon_stale(&app.pool, Duration::ZERO, 100).await.unwrap()
+    attempts::hand_over_stale(&app.pool, attempts::HAND_OVER_AFTER, 100).await.unwrap()
+        + attempts::hand_over_stale(&app.pool, Duration::ZERO, 100).await.unwrap()
 }
 
 #[tokio::test]
@@ -387,7 +389,7 @@ async fn a_timed_out_charge_then_an_outage_is_never_abandoned_and_is_credited_on
     assert_eq!(attempt_state(&app, t).await, (true, true, false), "unknown, re-driven by the sweep, not leased");
 
     // A day later it is still not closed as failed: it may have charged the card.
-    assert_eq!(abandon_after_a_day(&app, t).await, 0);
+    assert_eq!(hand_over_after_a_day(&app, t).await, 0);
     let ups = top_ups_of(&app, t).await;
     assert_eq!((ups.len(), ups[0]["status"].as_str()), (1, Some("pending")));
     assert_eq!(count_type(&events_of(&app, t).await, "top_up.failed"), 0);
@@ -459,15 +461,56 @@ async fn a_caller_that_died_after_the_charge_leaves_an_outcome_that_is_never_aba
     app.state.faults.stop_after_charge.store(false, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(m.charges().len(), 1);
     // Once its lease runs out, the retry takes the row over, and meets an outage.
-    tokio::time::sleep(tally::services::top_up_attempts::lease(&app.state) + Duration::from_millis(50)).await;
+    tokio::time::sleep(attempts::lease(&app.state.config) + Duration::from_millis(50)).await;
     m.fail_next("pm_mock_ok", 1);
     top_up(&app, t, "k", "30").await.assert_error(503, "payment_provider_unavailable");
     assert_eq!(attempt_state(&app, t).await, (true, true, false), "the dead call's outcome is unknown");
-    assert_eq!(abandon_after_a_day(&app, t).await, 0);
+    assert_eq!(hand_over_after_a_day(&app, t).await, 0);
     let ok = top_up(&app, t, "k", "30").await;
     ok.assert(201);
     assert_eq!(m.charges().len(), 1);
     assert_eq!(app.balance(t).await["paid"], "30.00");
     assert_eq!(top_ups_of(&app, t).await.len(), 1);
+    app.assert_ledger_ok().await;
+}
+
+#[tokio::test]
+async fn a_top_up_the_provider_never_answered_is_taken_over_and_answered_under_its_key() {
+    let app = TestApp::spawn_with(fast).await;
+    let m = mock_of(&app);
+    let t = app.create_tenant("a").await;
+    set_card(&app, t, "pm_mock_ok").await.assert(200);
+    // An outage of three calls: the client's two, then the sweep's first.
+    m.fail_next("pm_mock_ok", 3);
+    top_up(&app, t, "k", "10").await.assert_error(503, "payment_provider_unavailable");
+    top_up(&app, t, "k", "10").await.assert_error(503, "payment_provider_unavailable");
+    assert_eq!(attempt_state(&app, t).await, (false, false, false), "waits for its client");
+
+    // The client never comes back. A day later the sweep takes the attempt over and drives
+    // it, with its one provider key, to the provider's final answer.
+    sqlx::query("UPDATE top_ups SET last_attempt_at = now() - interval '2 days' WHERE tenant_id = $1")
+        .bind(t)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    wait_until("the sweep to credit the top-up", Duration::from_secs(10), || async {
+        top_ups_of(&app, t).await[0]["status"] == "succeeded"
+    })
+    .await;
+    let calls = m.calls();
+    assert_eq!(calls.len(), 4, "two by the client, an unavailable one and the success by the sweep");
+    assert!(calls.iter().all(|c| c.request.idempotency_key == calls[0].request.idempotency_key), "one provider key");
+    assert_eq!(m.charges().len(), 1);
+    let events = events_of(&app, t).await;
+    assert_eq!((count_type(&events, "top_up.succeeded"), count_type(&events, "top_up.failed")), (1, 0));
+
+    // The client's key leads back to that answer.
+    let answer = top_up(&app, t, "k", "10").await;
+    answer.assert(201);
+    assert_eq!(answer.headers["idempotent-replayed"], "true");
+    assert_eq!((answer.str("status"), answer.body["attempts"].as_i64()), ("succeeded".into(), Some(4)));
+    assert_eq!(top_ups_of(&app, t).await.len(), 1);
+    assert_eq!(app.balance(t).await["paid"], "10.00");
+    assert_eq!(m.calls().len(), 4, "a replay calls nobody");
     app.assert_ledger_ok().await;
 }

@@ -18,6 +18,7 @@ use crate::portal::format;
 use crate::portal::session::{see_other, PortalSession};
 use crate::portal::store::Session;
 use crate::state::AppState;
+use crate::vocab::KeyStatus;
 
 const PAGE_SIZE: i64 = 50;
 
@@ -168,7 +169,7 @@ fn view(s: &Session, keys: &Page<ApiKey>, paged: bool, msg: &Message, cur: &str)
 
 fn row(s: &Session, k: &ApiKey, ro: bool, cur: &str) -> Markup {
     let action = format!("/portal/api-keys/{}", k.id);
-    let enabled = k.status == "enabled";
+    let enabled = k.status == KeyStatus::Enabled;
     let input_id = format!("rename-{}", k.id);
     html! {
         tr {

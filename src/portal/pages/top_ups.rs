@@ -26,6 +26,7 @@ use crate::portal::headers::RECEIPT_CSP;
 use crate::portal::session::{see_other, PortalSession};
 use crate::portal::store::Session;
 use crate::state::AppState;
+use crate::vocab::{TopUpSource, TopUpStatus};
 
 const PAGE_SIZE: i64 = 25;
 /// How long a second submission waits for the first one of the same form to finish.
@@ -66,7 +67,7 @@ pub async fn get(
     if let Some(id) = p.done.as_deref().and_then(|d| Uuid::parse_str(d).ok()) {
         // Scoped by the session's tenant: another tenant's id is simply not found.
         if let Ok(t) = backend::top_up_view(&s.pool, sess.tenant_id, id).await {
-            if t.status == "succeeded" {
+            if t.status == TopUpStatus::Succeeded {
                 msg = Some((Tone::Ok, succeeded_text(&s, &sess, &t).await?));
             }
         }
@@ -200,13 +201,13 @@ fn limits(r: &TopUpRules, cur: &str) -> String {
 }
 
 fn status_text(t: &TopUpView) -> String {
-    match t.status.as_str() {
-        "succeeded" => "Succeeded".into(),
-        "failed" => match &t.error {
+    match t.status {
+        TopUpStatus::Succeeded => "Succeeded".into(),
+        TopUpStatus::Failed => match &t.error {
             Some(e) => format!("Declined: {e}"),
             None => "Declined".into(),
         },
-        _ => "Processing".into(),
+        TopUpStatus::Pending => "Processing".into(),
     }
 }
 
@@ -268,11 +269,11 @@ fn view(
                                     td.nowrap data-label="Date" { time datetime=(format::iso(t.created_at)) { (format::date_time(t.created_at)) } }
                                     td.num data-label="Amount" { (format::money(t.amount, &t.currency)) }
                                     td.num data-label="Bonus" { (format::money(t.bonus_amount, &t.currency)) }
-                                    td data-label="Kind" { @if t.source == "auto" { "Automatic" } @else { "Manual" } }
+                                    td data-label="Kind" { @if t.source == TopUpSource::Auto { "Automatic" } @else { "Manual" } }
                                     td data-label="Status" { span class={ "status " (t.status) } { (status_text(t)) } }
                                     td.nowrap data-label="Card" { (brand_name(&t.payment_method.brand)) " " (t.payment_method.last4) }
                                     td data-label="Receipt" {
-                                        @if t.status == "succeeded" {
+                                        @if t.status == TopUpStatus::Succeeded {
                                             a href={ "/portal/top-ups/" (t.id) "/receipt" } { "Receipt" span.visually-hidden { " for " (format::date_time(t.created_at)) } }
                                         } @else { span.muted { "—" } }
                                     }

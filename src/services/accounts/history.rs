@@ -7,10 +7,10 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Page, PageParams};
 use crate::error::{AppError, AppResult};
 use crate::ledger::{Account, Draft, TxnKind};
 use crate::money::Money;
+use crate::services::{Page, PageParams};
 
 /// One ledger transaction as the tenant sees it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -41,11 +41,11 @@ fn amount_direction(net: Money, held: Money) -> (Money, &'static str) {
 }
 
 impl TransactionView {
-    pub fn from_draft(d: &Draft, total_after: Money) -> TransactionView {
+    pub fn from_draft(d: &Draft, total_after: Money) -> AppResult<TransactionView> {
         let held = Money::checked_sum(d.entries.iter().filter(|e| e.account == Account::Held).map(|e| e.amount))
-            .unwrap_or_default();
+            .ok_or_else(|| AppError::internal("held entries overflow"))?;
         let (amount, direction) = amount_direction(d.tenant_delta(), held);
-        TransactionView {
+        Ok(TransactionView {
             id: d.id,
             kind: d.kind,
             amount,
@@ -55,7 +55,7 @@ impl TransactionView {
             reference: d.reference.clone(),
             api_key_id: d.api_key_id,
             created_at: d.created_at,
-        }
+        })
     }
 }
 
@@ -70,7 +70,7 @@ pub struct TransactionFilter {
     pub cursor: Option<String>,
 }
 
-type TxnRow = (Uuid, String, Option<String>, Value, Decimal, DateTime<Utc>, Option<Uuid>, Decimal, Decimal);
+type TxnRow = (Uuid, TxnKind, Option<String>, Value, Decimal, DateTime<Utc>, Option<Uuid>, Decimal, Decimal);
 
 pub async fn transactions(pool: &PgPool, tenant_id: Uuid, f: &TransactionFilter) -> AppResult<Page<TransactionView>> {
     let kind = f
@@ -95,7 +95,7 @@ pub async fn transactions(pool: &PgPool, tenant_id: Uuid, f: &TransactionFilter)
          ORDER BY t.id DESC LIMIT $7",
     )
     .bind(tenant_id)
-    .bind(kind.map(|k| k.as_str()))
+    .bind(kind)
     .bind(f.from)
     .bind(f.to)
     .bind(f.api_key_id)
@@ -109,7 +109,7 @@ pub async fn transactions(pool: &PgPool, tenant_id: Uuid, f: &TransactionFilter)
             let (amount, direction) = amount_direction(Money::from_db(net), Money::from_db(held));
             TransactionView {
                 id,
-                kind: TxnKind::parse(&kind).unwrap_or(TxnKind::Adjustment),
+                kind,
                 amount,
                 direction,
                 balance_after: Money::from_db(total_after),

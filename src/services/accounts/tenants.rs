@@ -1,16 +1,19 @@
-//! Tenants: creation (with the configured signup credit), reads, updates.
+//! Tenants: creation (with the configured signup credit, in one posting-frame movement),
+//! reads, updates.
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::in_transaction;
-use super::{Page, PageParams};
 use crate::config::Config;
 use crate::error::{AppError, AppResult};
+use crate::frame::{Books, Frame, Movement, Response};
 use crate::ids::new_id;
 use crate::ledger::{self, Account, Draft, TxnKind};
+use crate::money::Money;
+use crate::services::{Page, PageParams};
+use crate::vocab::TenantStatus;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Tenant {
@@ -18,7 +21,7 @@ pub struct Tenant {
     pub name: String,
     pub external_ref: Option<String>,
     pub currency: String,
-    pub status: String,
+    pub status: TenantStatus,
     pub created_at: DateTime<Utc>,
 }
 
@@ -36,7 +39,7 @@ pub struct CreateTenant {
 pub struct UpdateTenant {
     pub name: Option<String>,
     /// `active` or `suspended`.
-    pub status: Option<String>,
+    pub status: Option<TenantStatus>,
 }
 
 const COLUMNS: &str = "id, name, external_ref, currency, status, created_at";
@@ -48,7 +51,7 @@ fn check_name(name: &str) -> AppResult<()> {
     Ok(())
 }
 
-pub async fn create(pool: PgPool, cfg: &Config, req: CreateTenant) -> AppResult<Tenant> {
+pub async fn create(frame: &Frame, cfg: &Config, req: CreateTenant) -> AppResult<Tenant> {
     check_name(&req.name)?;
     if let Some(r) = &req.external_ref {
         if r.is_empty() || r.len() > 200 {
@@ -59,19 +62,41 @@ pub async fn create(pool: PgPool, cfg: &Config, req: CreateTenant) -> AppResult<
     if currency != "USD" {
         return Err(AppError::invalid("currency: only USD is supported"));
     }
-    let now = Utc::now();
-    let (signup_credit, signup_days) = (cfg.signup_credit, cfg.signup_credit_expires_days);
-    in_transaction(&pool, move |tx| {
-        Box::pin(async move {
-            let tenant: Tenant = sqlx::query_as(&format!(
-                "INSERT INTO tenants ({COLUMNS}) VALUES ($1, $2, $3, $4, 'active', $5) RETURNING {COLUMNS}"
-            ))
-            .bind(new_id())
-            .bind(req.name.trim())
-            .bind(&req.external_ref)
-            .bind(&currency)
-            .bind(now)
-            .fetch_one(&mut *tx)
+    let signup = cfg.signup_credit.is_positive().then_some((cfg.signup_credit, cfg.signup_credit_expires_days));
+    let tenant = Tenant {
+        id: new_id(),
+        name: req.name.trim().to_string(),
+        external_ref: req.external_ref,
+        currency,
+        status: TenantStatus::Active,
+        created_at: Utc::now(),
+    };
+    frame.run(Open { tenant, signup }).await
+}
+
+/// A new tenant: its row and accounts (before the lock), then its signup credit.
+struct Open {
+    tenant: Tenant,
+    signup: Option<(Money, Option<u32>)>,
+}
+
+impl Movement for Open {
+    type Output = Tenant;
+
+    fn tenants(&self) -> Vec<Uuid> {
+        vec![self.tenant.id]
+    }
+
+    async fn prepare(&mut self, tx: &mut PgConnection) -> AppResult<()> {
+        let t = &self.tenant;
+        sqlx::query(&format!("INSERT INTO tenants ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"))
+            .bind(t.id)
+            .bind(&t.name)
+            .bind(&t.external_ref)
+            .bind(&t.currency)
+            .bind(t.status)
+            .bind(t.created_at)
+            .execute(&mut *tx)
             .await
             .map_err(|e| match &e {
                 sqlx::Error::Database(d) if d.is_unique_violation() => {
@@ -79,21 +104,25 @@ pub async fn create(pool: PgPool, cfg: &Config, req: CreateTenant) -> AppResult<
                 }
                 _ => e.into(),
             })?;
-            ledger::open_accounts(tx, tenant.id, &currency).await?;
-            if signup_credit.is_positive() {
-                let mut locked =
-                    ledger::lock(tx, tenant.id, now).await?.ok_or_else(|| AppError::internal("tenant vanished"))?;
-                let expires = signup_days.map(|d| now + Duration::days(d.into()));
-                let draft = Draft::new(TxnKind::Signup, now)
-                    .description(Some("Signup credit".into()))
-                    .actor("system")
-                    .grant_lot(Account::Promotions, TxnKind::Signup, signup_credit, expires);
-                ledger::post(tx, &mut locked, &[draft]).await?;
-            }
-            Ok(tenant)
-        })
-    })
-    .await
+        ledger::open_accounts(tx, t.id, &t.currency).await?;
+        Ok(())
+    }
+
+    async fn decide(&mut self, _tx: &mut PgConnection, books: &mut Books) -> AppResult<()> {
+        let Some((credit, days)) = self.signup else { return Ok(()) };
+        let now = books.now;
+        let expires = days.map(|d| now + Duration::days(d.into()));
+        let draft = Draft::new(TxnKind::Signup, now)
+            .description(Some("Signup credit".into()))
+            .actor("system")
+            .grant_lot(Account::Promotions, TxnKind::Signup, credit, expires);
+        books.stage(self.tenant.id, draft)?;
+        Ok(())
+    }
+
+    fn finish(self, _: Vec<Response>) -> AppResult<Tenant> {
+        Ok(self.tenant)
+    }
 }
 
 pub async fn get(pool: &PgPool, id: Uuid) -> AppResult<Tenant> {
@@ -120,17 +149,12 @@ pub async fn update(pool: &PgPool, id: Uuid, req: UpdateTenant) -> AppResult<Ten
     if let Some(n) = &req.name {
         check_name(n)?;
     }
-    if let Some(s) = &req.status {
-        if s != "active" && s != "suspended" {
-            return Err(AppError::invalid("status must be active or suspended"));
-        }
-    }
     sqlx::query_as(&format!(
         "UPDATE tenants SET name = COALESCE($2, name), status = COALESCE($3, status) WHERE id = $1 RETURNING {COLUMNS}"
     ))
     .bind(id)
     .bind(req.name.as_deref().map(str::trim))
-    .bind(&req.status)
+    .bind(req.status)
     .fetch_optional(pool)
     .await?
     .ok_or(AppError::NotFound)

@@ -11,57 +11,17 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{Page, PageParams};
 use crate::error::{AppError, AppResult};
 use crate::ids::new_id;
+use crate::services::{Page, PageParams};
+use crate::vocab::text_enum;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub enum EventType {
-    #[serde(rename = "balance.low")]
-    BalanceLow,
-    #[serde(rename = "balance.depleted")]
-    BalanceDepleted,
-    #[serde(rename = "top_up.succeeded")]
-    TopUpSucceeded,
-    #[serde(rename = "top_up.failed")]
-    TopUpFailed,
-    #[serde(rename = "auto_top_up.disabled")]
-    AutoTopUpDisabled,
-    #[serde(rename = "credits.expiring")]
-    CreditsExpiring,
-    #[serde(rename = "credits.expired")]
-    CreditsExpired,
-    #[serde(rename = "hold.expired")]
-    HoldExpired,
-}
-
-impl EventType {
-    pub const ALL: [EventType; 8] = [
-        EventType::BalanceLow,
-        EventType::BalanceDepleted,
-        EventType::TopUpSucceeded,
-        EventType::TopUpFailed,
-        EventType::AutoTopUpDisabled,
-        EventType::CreditsExpiring,
-        EventType::CreditsExpired,
-        EventType::HoldExpired,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::BalanceLow => "balance.low",
-            EventType::BalanceDepleted => "balance.depleted",
-            EventType::TopUpSucceeded => "top_up.succeeded",
-            EventType::TopUpFailed => "top_up.failed",
-            EventType::AutoTopUpDisabled => "auto_top_up.disabled",
-            EventType::CreditsExpiring => "credits.expiring",
-            EventType::CreditsExpired => "credits.expired",
-            EventType::HoldExpired => "hold.expired",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<EventType> {
-        EventType::ALL.into_iter().find(|t| t.as_str() == s)
+text_enum! {
+    /// `events.type`.
+    pub enum EventType {
+        BalanceLow = "balance.low", BalanceDepleted = "balance.depleted", TopUpSucceeded = "top_up.succeeded",
+        TopUpFailed = "top_up.failed", AutoTopUpDisabled = "auto_top_up.disabled",
+        CreditsExpiring = "credits.expiring", CreditsExpired = "credits.expired", HoldExpired = "hold.expired",
     }
 }
 
@@ -82,7 +42,7 @@ pub async fn emit(conn: &mut PgConnection, tenant: Uuid, kind: EventType, data: 
     ))
     .bind(tenant)
     .bind(id)
-    .bind(kind.as_str())
+    .bind(kind)
     .bind(&data)
     .bind(Utc::now())
     .execute(conn)
@@ -129,7 +89,7 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_match_serde() {
-        for t in EventType::ALL {
+        for t in EventType::ALL.iter().copied() {
             assert_eq!(EventType::parse(t.as_str()), Some(t));
             assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
         }

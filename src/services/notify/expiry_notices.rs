@@ -10,16 +10,20 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::events::{self, EventType};
 use crate::error::AppResult;
+use crate::frame::transaction;
 use crate::money::Money;
 
 /// Announces up to `limit` lots expiring within `window`. Returns how many.
 pub async fn notify_expiring(pool: &PgPool, window: Duration, limit: i64) -> AppResult<usize> {
-    let mut tx = pool.begin().await?;
+    transaction(pool, move |tx| Box::pin(notify_in(tx, window, limit))).await
+}
+
+async fn notify_in(tx: &mut PgConnection, window: Duration, limit: i64) -> AppResult<usize> {
     let due: Vec<(Uuid, Uuid, Decimal, DateTime<Utc>, String)> = sqlx::query_as(
         "WITH due AS ( \
            SELECT l.tenant_id, l.id, l.remaining, l.expires_at FROM bonus_lots l \
@@ -44,8 +48,7 @@ pub async fn notify_expiring(pool: &PgPool, window: Duration, limit: i64) -> App
             "currency": currency,
             "expires_at": expires_at,
         });
-        events::emit(&mut tx, *tenant, EventType::CreditsExpiring, data).await?;
+        events::emit(tx, *tenant, EventType::CreditsExpiring, data).await?;
     }
-    tx.commit().await?;
     Ok(due.len())
 }

@@ -1,4 +1,5 @@
-//! The printable receipt of a succeeded top-up (`GET …/top-ups/{id}/receipt`, HTML).
+//! The printable receipt of a succeeded top-up (`GET …/top-ups/{id}/receipt`): the HTML
+//! page, rendered here in the HTTP layer from the top-up as the service records it.
 //!
 //! Invariant: every value that comes from the database or a client is HTML-escaped; the
 //! page loads nothing from elsewhere (inline style, no scripts), so it prints offline.
@@ -6,13 +7,14 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::top_ups;
 use crate::error::{AppError, AppResult};
 use crate::money::Money;
+use crate::services::money_in::records;
+use crate::vocab::{TopUpSource, TopUpStatus};
 
 pub async fn receipt(pool: &PgPool, tenant: Uuid, id: Uuid) -> AppResult<String> {
-    let row = top_ups::row(pool, tenant, id).await?;
-    if row.status != "succeeded" {
+    let row = records::row(pool, tenant, id).await?;
+    if row.status != TopUpStatus::Succeeded {
         return Err(AppError::Conflict(format!("there is no receipt for a {} top-up", row.status)));
     }
     let name: String =
@@ -40,7 +42,13 @@ pub async fn receipt(pool: &PgPool, tenant: Uuid, id: Uuid) -> AppResult<String>
         ("Date", esc(&paid_at.format("%Y-%m-%d %H:%M:%S UTC").to_string())),
         ("Payment method", format!("{} ending {}", esc(&row.card_brand), esc(&row.card_last4))),
         ("Provider reference", esc(row.provider_ref.as_deref().unwrap_or("-"))),
-        ("Source", esc(if row.source == "auto" { "automatic top-up" } else { "top-up" })),
+        (
+            "Source",
+            esc(match row.source {
+                TopUpSource::Auto => "automatic top-up",
+                TopUpSource::Manual => "top-up",
+            }),
+        ),
         ("Amount paid", format!("{} {}", esc(&amount.to_string()), esc(&row.currency))),
     ];
     let body: String = rows.iter().map(|(k, v)| format!("<tr><th>{k}</th><td>{v}</td></tr>")).collect();

@@ -16,7 +16,9 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
+use crate::frame::transaction;
 use crate::pricing::{self, PriceRule, PricingError, TenantPricing};
+use crate::vocab::PriceSource;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PriceVersion {
@@ -38,14 +40,15 @@ impl PriceCache {
     pub fn latest(&self, model: &str) -> AppResult<(i32, Arc<PriceRule>)> {
         self.latest
             .read()
-            .expect("price cache lock")
+            // A panic elsewhere while holding the lock leaves a usable map: keep serving.
+            .unwrap_or_else(|e| e.into_inner())
             .get(model)
             .cloned()
             .ok_or_else(|| AppError::invalid(format!("unknown model `{model}`")))
     }
 
     fn put(&self, model: String, version: i32, rule: PriceRule) {
-        let mut map = self.latest.write().expect("price cache lock");
+        let mut map = self.latest.write().unwrap_or_else(|e| e.into_inner());
         if map.get(&model).is_none_or(|(v, _)| *v < version) {
             map.insert(model, (version, Arc::new(rule)));
         }
@@ -74,11 +77,14 @@ impl From<PricingError> for AppError {
 /// Seeds the price book: a model the book lists gets a new version when the book's rule
 /// differs from the latest version the book itself wrote. Rules an operator PUT win.
 pub async fn seed(pool: &PgPool, book: Vec<(String, PriceRule)>) -> AppResult<()> {
-    let mut tx = pool.begin().await?;
+    transaction(pool, move |tx| Box::pin(seed_in(tx, book))).await
+}
+
+async fn seed_in(tx: &mut PgConnection, book: Vec<(String, PriceRule)>) -> AppResult<()> {
     // One replica seeds at a time; the others then find nothing to do.
     sqlx::query("SELECT pg_advisory_xact_lock(7243901)").execute(&mut *tx).await?;
     for (model, rule) in book {
-        let latest: Option<(i32, Json<PriceRule>, String)> = sqlx::query_as(
+        let latest: Option<(i32, Json<PriceRule>, PriceSource)> = sqlx::query_as(
             "SELECT version, rule, source FROM price_rules WHERE model = $1 ORDER BY version DESC LIMIT 1",
         )
         .bind(&model)
@@ -86,13 +92,12 @@ pub async fn seed(pool: &PgPool, book: Vec<(String, PriceRule)>) -> AppResult<()
         .await?;
         let stale = match &latest {
             None => true,
-            Some((_, Json(old), source)) => source == "book" && !same_rule(old, &rule),
+            Some((_, Json(old), source)) => *source == PriceSource::Book && !same_rule(old, &rule),
         };
         if stale {
-            insert_version(&mut tx, &model, &rule, "book").await?;
+            insert_version(tx, &model, &rule, PriceSource::Book).await?;
         }
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -104,7 +109,7 @@ async fn insert_version(
     conn: &mut PgConnection,
     model: &str,
     rule: &PriceRule,
-    source: &str,
+    source: PriceSource,
 ) -> AppResult<PriceVersion> {
     let (version, created_at): (i32, DateTime<Utc>) = sqlx::query_as(
         "INSERT INTO price_rules (model, version, rule, source, created_at) \
@@ -129,11 +134,15 @@ async fn insert_version(
 pub async fn put(pool: PgPool, cache: PriceCache, model: String, rule: PriceRule) -> AppResult<PriceVersion> {
     pricing::validate_model_name(&model)?;
     rule.validate()?;
-    let mut tx = pool.begin().await?;
-    // Serialise writers of one model so version numbers never collide.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('price:' || $1))").bind(&model).execute(&mut *tx).await?;
-    let v = insert_version(&mut tx, &model, &rule, "admin").await?;
-    tx.commit().await?;
+    let (m, r) = (model.clone(), rule.clone());
+    let v = transaction(&pool, move |tx| {
+        Box::pin(async move {
+            // Serialise writers of one model so version numbers never collide.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('price:' || $1))").bind(&m).execute(&mut *tx).await?;
+            insert_version(tx, &m, &r, PriceSource::Admin).await
+        })
+    })
+    .await?;
     cache.put(model, v.version, rule);
     Ok(v)
 }

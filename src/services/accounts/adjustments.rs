@@ -1,20 +1,22 @@
 //! Admin adjustments (gifts, referrals, compensations, paid-credit corrections) and
 //! conversions of legacy credits, each idempotent and recorded with the acting credential.
+//! Each is one posting-frame movement whose decision is a pure function of the locked
+//! ledger ([`PostOne`]): a negative correction lowers `available` like any spend, so the
+//! frame emits `balance.low` and wakes auto top-up for it too.
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::expiry;
 use super::history::TransactionView;
-use super::in_transaction;
 use crate::error::{AppError, AppResult};
-use crate::idempotency::{self, Fingerprint, IdempotencyKey, Stored};
-use crate::ledger::{self, Account, Draft, Locked, TxnKind};
+use crate::frame::{Books, Frame, Movement, OneKey, Response, Staged};
+use crate::idempotency::{self, Claim, Claimed, IdempotencyKey, Side, Stored};
+use crate::ledger::{Account, Draft, Locked, TxnKind};
 use crate::money::Money;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
@@ -89,20 +91,20 @@ fn adjustment_draft(req: &AdjustmentRequest, paid: Money, actor: &str, now: Date
 }
 
 pub async fn adjust(
-    pool: PgPool,
+    frame: &Frame,
     tenant_id: Uuid,
-    key: IdempotencyKey,
+    (side, key): (Side, IdempotencyKey),
     req: AdjustmentRequest,
     actor: String,
 ) -> AppResult<Stored> {
-    let fp = idempotency::fingerprint("adjustment", &req);
-    post_one(pool, tenant_id, key, fp, move |locked, now| adjustment_draft(&req, locked.funds.paid, &actor, now)).await
+    let claim = Claim { tenant: tenant_id, side, key, fp: idempotency::fingerprint("adjustment", &req) };
+    frame.run(PostOne::new(claim, move |locked, now| adjustment_draft(&req, locked.funds.paid, &actor, now))).await
 }
 
 pub async fn convert(
-    pool: PgPool,
+    frame: &Frame,
     tenant_id: Uuid,
-    key: IdempotencyKey,
+    (side, key): (Side, IdempotencyKey),
     req: ConversionRequest,
     credits_per_usd: Decimal,
     actor: String,
@@ -118,42 +120,69 @@ pub async fn convert(
             req.credits
         ))
     })?;
-    let fp = idempotency::fingerprint("credit_conversion", &req);
+    let claim = Claim { tenant: tenant_id, side, key, fp: idempotency::fingerprint("credit_conversion", &req) };
     let credits = req.credits.normalize();
-    post_one(pool, tenant_id, key, fp, move |_, now| {
-        Ok(Draft::new(TxnKind::Conversion, now)
-            .description(Some(format!("Converted {credits} legacy credits")))
-            .reference(json!({ "credits": credits.to_string(), "credits_per_usd": credits_per_usd.to_string(), "actor": actor }))
-            .actor(&actor)
-            .entry(Account::Paid, amount)
-            .entry(Account::Conversion, -amount))
-    })
-    .await
+    frame
+        .run(PostOne::new(claim, move |_, now| {
+            Ok(Draft::new(TxnKind::Conversion, now)
+                .description(Some(format!("Converted {credits} legacy credits")))
+                .reference(json!({ "credits": credits.to_string(), "credits_per_usd": credits_per_usd.to_string(), "actor": actor }))
+                .actor(&actor)
+                .entry(Account::Paid, amount)
+                .entry(Account::Conversion, -amount))
+        }))
+        .await
 }
 
-/// One idempotent ledger transaction, decided by `decide` under the tenant's lock; the
-/// response is the transaction as the tenant sees it.
-async fn post_one(
-    pool: PgPool,
-    tenant_id: Uuid,
-    key: IdempotencyKey,
-    fp: Fingerprint,
-    decide: impl FnOnce(&Locked, DateTime<Utc>) -> AppResult<Draft> + Send + 'static,
-) -> AppResult<Stored> {
-    in_transaction(&pool, move |tx| {
-        Box::pin(async move {
-            if let Some(replay) = idempotency::begin(tx, tenant_id, &key, &fp).await? {
-                return Ok(replay);
-            }
-            let now = Utc::now();
-            let mut locked = expiry::lock(tx, tenant_id, now).await?.ok_or(AppError::NotFound)?;
-            let draft = decide(&locked, now)?;
-            let posted = ledger::post(tx, &mut locked, std::slice::from_ref(&draft)).await?;
-            let view = TransactionView::from_draft(&draft, posted[0].total_after);
-            idempotency::finish_json(tx, tenant_id, &key, &fp, StatusCode::CREATED, &view).await
-        })
-    })
-    .await
+/// A movement of one idempotent ledger transaction, decided by `decide` (pure) under the
+/// tenant's lock; the response is the transaction as the tenant sees it.
+struct PostOne<F> {
+    key: OneKey,
+    decide: Option<F>,
+    staged: Option<Staged>,
+}
+
+impl<F> PostOne<F>
+where
+    F: FnOnce(&Locked, DateTime<Utc>) -> AppResult<Draft>,
+{
+    fn new(claim: Claim, decide: F) -> PostOne<F> {
+        PostOne { key: OneKey::new(claim), decide: Some(decide), staged: None }
+    }
+}
+
+impl<F> Movement for PostOne<F>
+where
+    F: FnOnce(&Locked, DateTime<Utc>) -> AppResult<Draft> + Send + 'static,
+{
+    type Output = Stored;
+
+    fn tenants(&self) -> Vec<Uuid> {
+        vec![self.key.claim.tenant]
+    }
+    fn claims(&self) -> Vec<&Claim> {
+        self.key.claims()
+    }
+    fn claimed(&mut self, results: Vec<Claimed>) -> AppResult<bool> {
+        self.key.claimed(results)
+    }
+
+    async fn decide(&mut self, _tx: &mut PgConnection, books: &mut Books) -> AppResult<()> {
+        let decide = self.decide.take().ok_or_else(|| AppError::internal("decided twice"))?;
+        let tenant = self.key.claim.tenant;
+        let draft = decide(books.locked(tenant)?, books.now)?;
+        self.staged = Some(books.stage(tenant, draft)?);
+        Ok(())
+    }
+
+    async fn write(&mut self, _tx: &mut PgConnection, books: &Books) -> AppResult<Vec<Response>> {
+        let staged = self.staged.ok_or_else(|| AppError::internal("nothing staged"))?;
+        let view = TransactionView::from_draft(books.draft(staged), books.posted(staged)?.after.total)?;
+        OneKey::respond(StatusCode::CREATED, &view)
+    }
+    fn finish(self, stored: Vec<Response>) -> AppResult<Stored> {
+        self.key.finish(stored)
+    }
 }
 
 #[cfg(test)]

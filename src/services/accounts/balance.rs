@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::auto_top_up::{self, AutoTopUpSummary};
 use crate::error::{AppError, AppResult};
+use crate::ledger::TxnKind;
 use crate::money::Money;
+use crate::services::money_in::auto_top_up::{self, AutoTopUpSummary};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Balance {
@@ -35,13 +36,6 @@ pub struct Balance {
 pub struct Expiring {
     pub amount: Money,
     pub expires_at: DateTime<Utc>,
-}
-
-/// The short form embedded in charge and top-up responses.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct BalanceSummary {
-    pub total: Money,
-    pub available: Money,
 }
 
 pub async fn get(pool: &PgPool, tenant_id: Uuid) -> AppResult<Balance> {
@@ -127,7 +121,7 @@ pub async fn breakdown(pool: &PgPool, tenant_id: Uuid, w: &Window) -> AppResult<
         .fetch_optional(pool)
         .await?
         .ok_or(AppError::NotFound)?;
-    let rows: Vec<(String, Decimal, Decimal)> = sqlx::query_as(
+    let rows: Vec<(TxnKind, Decimal, Decimal)> = sqlx::query_as(
         "WITH flows AS ( \
            SELECT t.kind, sum(e.amount) AS net FROM ledger_transactions t \
            JOIN ledger_entries e ON e.tenant_id = t.tenant_id AND e.transaction_id = t.id \
@@ -147,19 +141,20 @@ pub async fn breakdown(pool: &PgPool, tenant_id: Uuid, w: &Window) -> AppResult<
     for (kind, credit, debit) in rows {
         total += credit - debit;
         let (credit, debit) = (Money::from_db(credit), Money::from_db(debit));
-        match kind.as_str() {
-            "top_up" => c.top_up = credit,
-            "bonus" => c.bonus = credit,
-            "signup" => c.signup = credit,
-            "gift" => c.gift = credit,
-            "referral" => c.referral = credit,
-            "compensation" => c.compensation = credit,
-            "conversion" => c.conversion = credit,
-            "refund" => c.refund = credit,
-            "adjustment" => (c.adjustment, d.adjustment) = (credit, debit),
-            "usage" => d.usage = debit,
-            "expiry" => d.expired = debit,
-            _ => {}
+        match kind {
+            TxnKind::TopUp => c.top_up = credit,
+            TxnKind::Bonus => c.bonus = credit,
+            TxnKind::Signup => c.signup = credit,
+            TxnKind::Gift => c.gift = credit,
+            TxnKind::Referral => c.referral = credit,
+            TxnKind::Compensation => c.compensation = credit,
+            TxnKind::Conversion => c.conversion = credit,
+            TxnKind::Refund => c.refund = credit,
+            TxnKind::Adjustment => (c.adjustment, d.adjustment) = (credit, debit),
+            TxnKind::Usage => d.usage = debit,
+            TxnKind::Expiry => d.expired = debit,
+            // Between the tenant's own accounts: nothing crosses to the system side.
+            TxnKind::Hold | TxnKind::HoldRelease => {}
         }
     }
     Ok(Breakdown { currency, credited: c, debited: d, total: Money::from_db(total) })

@@ -1,7 +1,8 @@
 //! Auto top-up: its settings (`PUT/GET/DELETE …/auto-top-up`), the state other services
-//! read, the hot path's hooks, and the decision to start an attempt.
+//! read, and the decision to start an attempt. What wakes it (every movement that takes a
+//! tenant below its threshold) is the posting frame's, through `notify::low_balance`.
 //!
-//! Rules (see `top_up_attempts` for how an attempt runs):
+//! Rules (see `attempts` for how an attempt runs):
 //! - when `available` is below `threshold`, one attempt charges `n × amount` for the
 //!   smallest whole `n ≥ 1` with `available + n × amount ≥ threshold` (the bonus it earns
 //!   does not count), but never more than the top-up maximum (`TALLY_TOP_UP_MAX`, the same
@@ -26,22 +27,21 @@
 //!   row turns auto top-up off with a reason; no answer from the provider is retried with
 //!   the same key and is not a decline.
 
-use std::sync::Mutex;
-
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
-use tokio::sync::mpsc;
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
-use super::low_balance::{self, Setting};
+use super::attempts::{self, NewAttempt};
 use super::payment_methods;
-use super::top_up_attempts::{self as attempts, NewAttempt};
-use super::top_ups::{self, TopUpRow};
+use super::records::{self, TopUpRow};
+use super::MoneyIn;
 use crate::error::{AppError, AppResult, AutoTopUpHint};
+use crate::frame::{self, Books, Movement, Response};
 use crate::money::Money;
-use crate::state::App;
+use crate::services::notify::low_balance::{self, Setting};
+use crate::vocab::{TenantStatus, TopUpSource, TopUpStatus};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AutoTopUpSummary {
@@ -67,7 +67,7 @@ pub struct AutoTopUpRequest {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LastAttempt {
     pub id: Uuid,
-    pub status: String,
+    pub status: TopUpStatus,
     pub amount: Money,
     pub error: Option<String>,
     pub at: DateTime<Utc>,
@@ -87,30 +87,6 @@ pub struct AutoTopUpView {
     pub spent_this_month: Money,
 }
 
-/// Wakes this replica's auto top-up worker for a tenant (see `workers::auto_top_up`).
-pub struct Signal {
-    tx: mpsc::Sender<Uuid>,
-    rx: Mutex<Option<mpsc::Receiver<Uuid>>>,
-}
-
-impl Default for Signal {
-    fn default() -> Signal {
-        let (tx, rx) = mpsc::channel(4096);
-        Signal { tx, rx: Mutex::new(Some(rx)) }
-    }
-}
-
-impl Signal {
-    /// Never waits: when the worker is behind, the periodic sweep catches the tenant.
-    pub fn nudge(&self, tenant: Uuid) {
-        let _ = self.tx.try_send(tenant);
-    }
-    /// The worker's end of the channel (once).
-    pub fn take_receiver(&self) -> Option<mpsc::Receiver<Uuid>> {
-        self.rx.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-}
-
 fn state_of(enabled: bool, in_flight: bool, backing_off: bool) -> &'static str {
     match (enabled, in_flight, backing_off) {
         (false, ..) => "disabled",
@@ -122,7 +98,7 @@ fn state_of(enabled: bool, in_flight: bool, backing_off: bool) -> &'static str {
 
 type StateRow = (bool, Decimal, Decimal, Option<Decimal>, i32, Option<String>, bool, bool);
 
-async fn state_row(pool: &PgPool, tenant: Uuid) -> AppResult<Option<StateRow>> {
+async fn state_row(conn: impl PgExecutor<'_>, tenant: Uuid) -> AppResult<Option<StateRow>> {
     Ok(sqlx::query_as(
         "SELECT a.enabled, a.threshold, a.amount, a.monthly_limit, a.consecutive_failures, a.disabled_reason, \
            EXISTS (SELECT 1 FROM top_ups p WHERE p.tenant_id = a.tenant_id AND p.source = 'auto' AND p.status = 'pending'), \
@@ -130,12 +106,12 @@ async fn state_row(pool: &PgPool, tenant: Uuid) -> AppResult<Option<StateRow>> {
          FROM auto_top_up a WHERE a.tenant_id = $1",
     )
     .bind(tenant)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?)
 }
 
-pub async fn summary(pool: &PgPool, tenant_id: Uuid) -> AppResult<AutoTopUpSummary> {
-    Ok(match state_row(pool, tenant_id).await? {
+pub async fn summary(conn: impl PgExecutor<'_>, tenant_id: Uuid) -> AppResult<AutoTopUpSummary> {
+    Ok(match state_row(conn, tenant_id).await? {
         None => AutoTopUpSummary { enabled: false, threshold: None, amount: None, state: "disabled".into() },
         Some((enabled, threshold, amount, _, _, _, in_flight, backing_off)) => AutoTopUpSummary {
             enabled,
@@ -146,39 +122,15 @@ pub async fn summary(pool: &PgPool, tenant_id: Uuid) -> AppResult<AutoTopUpSumma
     })
 }
 
-pub async fn hint(pool: &PgPool, tenant_id: Uuid) -> AppResult<AutoTopUpHint> {
-    let s = summary(pool, tenant_id).await?;
+/// What a refused charge says about auto top-up (read in the charge's transaction).
+pub async fn hint(conn: &mut PgConnection, tenant_id: Uuid) -> AppResult<AutoTopUpHint> {
+    let s = summary(conn, tenant_id).await?;
     Ok(AutoTopUpHint { enabled: s.enabled, in_flight: s.state == "in_flight" })
 }
 
-/// Called after a batch of charges or holds commits, with the tenant's `available` after
-/// it: wakes the worker when the tenant is now below an enabled threshold. In memory only.
-pub fn on_spend(app: &App, tenant_id: Uuid, available: Money) {
-    if let Some(Some(s)) = low_balance::cached(tenant_id) {
-        if s.enabled && available < s.threshold {
-            app.auto_top_up.nudge(tenant_id);
-        }
-    }
-}
-
-/// Called inside a spending transaction (charges, holds) just before it commits, with
-/// `available` before and after it: writes `balance.low` / `balance.depleted`.
-pub async fn within_spend(
-    conn: &mut sqlx::PgConnection,
-    tenant_id: Uuid,
-    available_before: Money,
-    available_after: Money,
-) -> AppResult<()> {
-    low_balance::within_spend(conn, tenant_id, available_before, available_after).await
-}
-
 pub async fn get(pool: &PgPool, tenant: Uuid) -> AppResult<AutoTopUpView> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)").bind(tenant).fetch_one(pool).await?;
-    if !exists {
-        return Err(AppError::NotFound);
-    }
-    let last: Option<(Uuid, String, Decimal, Option<String>, DateTime<Utc>)> = sqlx::query_as(
+    tenant_exists(pool, tenant).await?;
+    let last: Option<(Uuid, TopUpStatus, Decimal, Option<String>, DateTime<Utc>)> = sqlx::query_as(
         "SELECT id, status, amount, error, COALESCE(completed_at, last_attempt_at, created_at) FROM top_ups \
          WHERE tenant_id = $1 AND source = 'auto' ORDER BY id DESC LIMIT 1",
     )
@@ -233,65 +185,68 @@ async fn spent_this_month<'e>(conn: impl sqlx::PgExecutor<'e>, tenant: Uuid) -> 
 
 /// Creates or replaces the settings. Enabling clears the failure count and back-off, and
 /// wakes the worker: a tenant already below the threshold gets an attempt at once.
-pub async fn put(app: &App, tenant: Uuid, req: AutoTopUpRequest) -> AppResult<AutoTopUpView> {
+pub async fn put(mi: &MoneyIn, tenant: Uuid, req: AutoTopUpRequest) -> AppResult<AutoTopUpView> {
     if !req.threshold.is_positive() {
         return Err(AppError::invalid("threshold must be positive"));
     }
-    top_ups::check_amount(&app.config, req.amount)?;
+    records::check_amount(&mi.config, req.amount)?;
     if req.monthly_limit.is_some_and(|l| l < req.amount) {
         return Err(AppError::invalid("monthly_limit must be at least amount"));
     }
-    let mut tx = app.pool.begin().await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)")
-        .bind(tenant)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !exists {
-        return Err(AppError::NotFound);
-    }
-    if req.enabled && payment_methods::card(&mut tx, tenant).await?.is_none() {
-        return Err(AppError::unprocessable(
-            "no payment method on file: set one with PUT /v1/tenants/{tenant_id}/payment-method",
-        ));
-    }
-    sqlx::query(
-        "INSERT INTO auto_top_up (tenant_id, enabled, threshold, amount, monthly_limit, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, now()) \
-         ON CONFLICT (tenant_id) DO UPDATE SET enabled = $2, threshold = $3, amount = $4, monthly_limit = $5, updated_at = now(), \
-           consecutive_failures = CASE WHEN $2 THEN 0 ELSE auto_top_up.consecutive_failures END, \
-           disabled_reason = CASE WHEN $2 THEN NULL ELSE auto_top_up.disabled_reason END, \
-           next_attempt_at = CASE WHEN $2 THEN NULL ELSE auto_top_up.next_attempt_at END",
-    )
-    .bind(tenant)
-    .bind(req.enabled)
-    .bind(req.threshold.as_decimal())
-    .bind(req.amount.as_decimal())
-    .bind(req.monthly_limit.map(Money::as_decimal))
-    .execute(&mut *tx)
+    let (threshold, enabled) = (req.threshold, req.enabled);
+    frame::transaction(&mi.frame.pool, move |tx| {
+        Box::pin(async move {
+            tenant_exists(&mut *tx, tenant).await?;
+            if req.enabled && payment_methods::card(tx, tenant).await?.is_none() {
+                return Err(AppError::unprocessable(
+                    "no payment method on file: set one with PUT /v1/tenants/{tenant_id}/payment-method",
+                ));
+            }
+            sqlx::query(
+                "INSERT INTO auto_top_up (tenant_id, enabled, threshold, amount, monthly_limit, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, now()) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET enabled = $2, threshold = $3, amount = $4, monthly_limit = $5, updated_at = now(), \
+                   consecutive_failures = CASE WHEN $2 THEN 0 ELSE auto_top_up.consecutive_failures END, \
+                   disabled_reason = CASE WHEN $2 THEN NULL ELSE auto_top_up.disabled_reason END, \
+                   next_attempt_at = CASE WHEN $2 THEN NULL ELSE auto_top_up.next_attempt_at END",
+            )
+            .bind(tenant)
+            .bind(req.enabled)
+            .bind(req.threshold.as_decimal())
+            .bind(req.amount.as_decimal())
+            .bind(req.monthly_limit.map(Money::as_decimal))
+            .execute(&mut *tx)
+            .await?;
+            low_balance::announce(tx, tenant).await
+        })
+    })
     .await?;
-    low_balance::announce(&mut tx, tenant).await?;
-    tx.commit().await?;
-    low_balance::remember(tenant, Some(Setting { threshold: req.threshold, enabled: req.enabled }));
-    if req.enabled {
-        app.auto_top_up.nudge(tenant);
+    mi.low.remember(tenant, Some(Setting { threshold, enabled }));
+    if enabled {
+        mi.low.signal.nudge(tenant);
     }
-    get(&app.pool, tenant).await
+    get(&mi.frame.pool, tenant).await
 }
 
-pub async fn delete(pool: &PgPool, tenant: Uuid) -> AppResult<()> {
+async fn tenant_exists(conn: impl PgExecutor<'_>, tenant: Uuid) -> AppResult<()> {
     let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)").bind(tenant).fetch_one(pool).await?;
-    if !exists {
-        return Err(AppError::NotFound);
-    }
-    let mut tx = pool.begin().await?;
-    sqlx::query("UPDATE auto_top_up SET enabled = false, updated_at = now() WHERE tenant_id = $1")
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await?;
-    low_balance::announce(&mut tx, tenant).await?;
-    tx.commit().await?;
-    low_balance::forget(tenant);
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)").bind(tenant).fetch_one(conn).await?;
+    exists.then_some(()).ok_or(AppError::NotFound)
+}
+
+pub async fn delete(mi: &MoneyIn, tenant: Uuid) -> AppResult<()> {
+    tenant_exists(&mi.frame.pool, tenant).await?;
+    frame::transaction(&mi.frame.pool, move |tx| {
+        Box::pin(async move {
+            sqlx::query("UPDATE auto_top_up SET enabled = false, updated_at = now() WHERE tenant_id = $1")
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await?;
+            low_balance::announce(tx, tenant).await
+        })
+    })
+    .await?;
+    mi.low.forget(tenant);
     Ok(())
 }
 
@@ -325,73 +280,80 @@ pub fn attempt_amount(
 
 /// Decides, under the tenant's `auto_top_up` row lock, whether an attempt is due, and
 /// commits it (pending, leased, with its provider key). `None`: nothing to do now.
-pub async fn begin_attempt(app: &App, tenant: Uuid) -> AppResult<Option<TopUpRow>> {
-    let mut tx = app.pool.begin().await?;
-    let decided = decide(&mut tx, app, tenant).await;
-    // Ended at once either way: the row lock must not outlive the decision.
-    match decided {
-        Ok(Some(row)) => {
-            tx.commit().await?;
-            Ok(Some(row))
-        }
-        other => {
-            tx.rollback().await?;
-            other
-        }
-    }
+pub async fn begin_attempt(mi: &MoneyIn, tenant: Uuid) -> AppResult<Option<TopUpRow>> {
+    mi.frame.run(Begin { tenant, mi: mi.clone(), row: None }).await
 }
 
-/// The part of [`begin_attempt`] inside its transaction.
-async fn decide(tx: &mut sqlx::PgConnection, app: &App, tenant: Uuid) -> AppResult<Option<TopUpRow>> {
-    let setting: Option<(Decimal, Decimal, Option<Decimal>)> = sqlx::query_as(
-        "SELECT threshold, amount, monthly_limit FROM auto_top_up a WHERE tenant_id = $1 AND enabled \
-           AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
-           AND NOT EXISTS (SELECT 1 FROM top_ups p WHERE p.tenant_id = a.tenant_id AND p.source = 'auto' AND p.status = 'pending') \
-         FOR UPDATE",
-    )
-    .bind(tenant)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((threshold, step, limit)) = setting else { return Ok(None) };
-    // Read after taking the lock, so a credit committed meanwhile is seen.
-    let (status, currency, available): (String, String, Decimal) = sqlx::query_as(
-        "SELECT t.status, b.currency, b.paid + COALESCE((SELECT sum(remaining) FROM bonus_lots l WHERE l.tenant_id = $1 \
-           AND l.remaining > 0 AND (l.expires_at IS NULL OR l.expires_at > now())), 0) \
-         FROM balances b JOIN tenants t ON t.id = b.tenant_id WHERE b.tenant_id = $1",
-    )
-    .bind(tenant)
-    .fetch_one(&mut *tx)
-    .await?;
-    let (threshold, step) = (Money::from_db(threshold), Money::from_db(step));
-    let available = Money::from_db(available);
-    if status != "active" || available >= threshold {
-        return Ok(None);
+/// The decision to start an automatic attempt. It moves no money and locks no ledger:
+/// the `auto_top_up` row lock serialises decisions for the tenant.
+struct Begin {
+    tenant: Uuid,
+    mi: MoneyIn,
+    row: Option<TopUpRow>,
+}
+
+impl Movement for Begin {
+    type Output = Option<TopUpRow>;
+
+    async fn decide(&mut self, tx: &mut PgConnection, _books: &mut Books) -> AppResult<()> {
+        let tenant = self.tenant;
+        let setting: Option<(Decimal, Decimal, Option<Decimal>)> = sqlx::query_as(
+            "SELECT threshold, amount, monthly_limit FROM auto_top_up a WHERE tenant_id = $1 AND enabled \
+               AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
+               AND NOT EXISTS (SELECT 1 FROM top_ups p WHERE p.tenant_id = a.tenant_id AND p.source = 'auto' AND p.status = 'pending') \
+             FOR UPDATE",
+        )
+        .bind(tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((threshold, step, limit)) = setting else { return Ok(()) };
+        // Read after taking the lock, so a credit committed meanwhile is seen.
+        let (status, currency, available): (TenantStatus, String, Decimal) = sqlx::query_as(
+            "SELECT t.status, b.currency, b.paid + COALESCE((SELECT sum(remaining) FROM bonus_lots l WHERE l.tenant_id = $1 \
+               AND l.remaining > 0 AND (l.expires_at IS NULL OR l.expires_at > now())), 0) \
+             FROM balances b JOIN tenants t ON t.id = b.tenant_id WHERE b.tenant_id = $1",
+        )
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (threshold, step) = (Money::from_db(threshold), Money::from_db(step));
+        let available = Money::from_db(available);
+        // A suspended tenant gets no automatic top-up either.
+        if status != TenantStatus::Active || available >= threshold {
+            return Ok(());
+        }
+        let config = &self.mi.config;
+        let max = config.top_up_max;
+        if step > max {
+            tracing::warn!(%tenant, amount = %step, %max, "auto top-up skipped: its amount is above the top-up maximum");
+            return Ok(());
+        }
+        let spent = spent_this_month(&mut *tx, tenant).await?;
+        let Some(amount) = attempt_amount(available, threshold, step, max, limit.map(Money::from_db), spent) else {
+            tracing::info!(%tenant, %spent, "auto top-up skipped: the monthly limit is reached");
+            return Ok(());
+        };
+        let Some(card) = payment_methods::card(&mut *tx, tenant).await? else {
+            tracing::warn!(%tenant, "auto top-up skipped: no payment method on file");
+            return Ok(());
+        };
+        let new = NewAttempt {
+            tenant,
+            source: TopUpSource::Auto,
+            amount,
+            bonus: records::bonus_for(config, amount)?,
+            currency: &currency,
+            card: &card,
+            claim: None,
+            actor: "system:auto_top_up",
+        };
+        self.row = attempts::insert(tx, new, attempts::lease(config)).await?;
+        Ok(())
     }
-    let max = app.config.top_up_max;
-    if step > max {
-        tracing::warn!(%tenant, amount = %step, %max, "auto top-up skipped: its amount is above the top-up maximum");
-        return Ok(None);
+
+    fn finish(self, _: Vec<Response>) -> AppResult<Option<TopUpRow>> {
+        Ok(self.row)
     }
-    let spent = spent_this_month(&mut *tx, tenant).await?;
-    let Some(amount) = attempt_amount(available, threshold, step, max, limit.map(Money::from_db), spent) else {
-        tracing::info!(%tenant, %spent, "auto top-up skipped: the monthly limit is reached");
-        return Ok(None);
-    };
-    let Some(card) = payment_methods::card(&mut *tx, tenant).await? else {
-        tracing::warn!(%tenant, "auto top-up skipped: no payment method on file");
-        return Ok(None);
-    };
-    let new = NewAttempt {
-        tenant,
-        source: "auto",
-        amount,
-        bonus: top_ups::bonus_for(&app.config, amount)?,
-        currency: &currency,
-        card: &card,
-        idempotency: None,
-        actor: "system:auto_top_up",
-    };
-    attempts::insert(&mut *tx, new, attempts::lease(app)).await
 }
 
 #[cfg(test)]

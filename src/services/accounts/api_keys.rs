@@ -6,11 +6,12 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Page, PageParams};
 use crate::auth::{generate_token, hash_token, visible_prefix, AuthCache};
 use crate::error::{AppError, AppResult};
 use crate::ids::new_id;
 use crate::money::Money;
+use crate::services::{Page, PageParams};
+use crate::vocab::KeyStatus;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -23,7 +24,7 @@ pub struct CreateKey {
 pub struct UpdateKey {
     pub name: Option<String>,
     /// `enabled` or `disabled`.
-    pub status: Option<String>,
+    pub status: Option<KeyStatus>,
 }
 
 /// A newly created key: `key` is shown this once.
@@ -33,7 +34,7 @@ pub struct CreatedKey {
     pub name: String,
     pub key: String,
     pub prefix: String,
-    pub status: String,
+    pub status: KeyStatus,
     pub created_at: DateTime<Utc>,
 }
 
@@ -42,7 +43,7 @@ pub struct ApiKey {
     pub id: Uuid,
     pub name: String,
     pub prefix: String,
-    pub status: String,
+    pub status: KeyStatus,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     /// Net usage (charges minus refunds) attributed to this key.
@@ -53,7 +54,7 @@ pub struct ApiKey {
 pub struct VerifiedKey {
     pub tenant_id: Uuid,
     pub api_key_id: Uuid,
-    pub status: String,
+    pub status: KeyStatus,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -94,12 +95,12 @@ pub async fn create(pool: &PgPool, tenant_id: Uuid, req: CreateKey) -> AppResult
         name: req.name.trim().into(),
         prefix: visible_prefix(&key),
         key,
-        status: "enabled".into(),
+        status: KeyStatus::Enabled,
         created_at,
     })
 }
 
-type KeyRow = (Uuid, String, String, String, DateTime<Utc>, Option<DateTime<Utc>>, Decimal);
+type KeyRow = (Uuid, String, String, KeyStatus, DateTime<Utc>, Option<DateTime<Utc>>, Decimal);
 
 const SELECT_KEYS: &str = "SELECT k.id, k.name, k.prefix, k.status, k.created_at, \
        GREATEST(k.last_used_at, u.last_at), COALESCE(u.used, 0) - COALESCE(r.refunded, 0) \
@@ -154,11 +155,6 @@ pub async fn update(
     if let Some(n) = &req.name {
         check_name(n)?;
     }
-    if let Some(s) = &req.status {
-        if s != "enabled" && s != "disabled" {
-            return Err(AppError::invalid("status must be enabled or disabled"));
-        }
-    }
     let updated = sqlx::query(
         "UPDATE api_keys SET name = COALESCE($3, name), status = COALESCE($4, status) \
          WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
@@ -166,7 +162,7 @@ pub async fn update(
     .bind(tenant_id)
     .bind(key_id)
     .bind(req.name.as_deref().map(str::trim))
-    .bind(&req.status)
+    .bind(req.status)
     .execute(pool)
     .await?;
     if updated.rows_affected() == 0 {
@@ -196,7 +192,7 @@ pub async fn delete(pool: &PgPool, cache: &AuthCache, tenant_id: Uuid, key_id: U
 /// For backends that receive a tenant's key: who it belongs to and whether it is usable.
 /// Unknown and deleted keys are a 401.
 pub async fn verify(pool: &PgPool, key: &str) -> AppResult<VerifiedKey> {
-    let row: Option<(Uuid, Uuid, String)> =
+    let row: Option<(Uuid, Uuid, KeyStatus)> =
         sqlx::query_as("SELECT tenant_id, id, status FROM api_keys WHERE key_hash = $1 AND deleted_at IS NULL")
             .bind(&hash_token(key)[..])
             .fetch_optional(pool)

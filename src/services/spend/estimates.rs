@@ -9,11 +9,11 @@ use sqlx::types::Json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::charges::Cost;
-use super::prices::PriceCache;
+use super::records::Cost;
 use crate::error::{AppError, AppResult};
 use crate::money::Money;
 use crate::pricing::{self, CostLine, TenantPricing};
+use crate::services::accounts::prices::PriceCache;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -9,31 +9,27 @@
 //! With batching off (`TALLY_CHARGE_BATCHING=off`) every charge is its own transaction:
 //! the lock-per-charge design, kept to measure against.
 //!
-//! Invariant: batches run on spawned tasks; a client that disconnects drops only its
-//! reply, never a transaction.
+//! Invariant: a tenant's turn runs on a spawned task, and each batch runs through the
+//! posting frame (its own task too); a client that disconnects drops only its reply, never
+//! a transaction.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::FutureExt;
+use rust_decimal::Decimal;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::batch;
-use super::charges::Spend;
+use super::batch::{self, Item, Spend};
 use crate::error::{AppError, AppResult};
-use crate::idempotency::{Fingerprint, IdempotencyKey, Stored};
-use crate::state::App;
-
-pub struct Item {
-    pub spend: Spend,
-    pub key: IdempotencyKey,
-    pub fp: Fingerprint,
-    pub reply: oneshot::Sender<AppResult<Stored>>,
-}
+use crate::frame::Frame;
+use crate::idempotency::{Claim, Stored};
 
 pub struct Charger {
+    frame: Frame,
+    credits_per_usd: Decimal,
     batching: bool,
     max: usize,
     /// Tenants with a batch in progress, and what queued behind it.
@@ -41,24 +37,30 @@ pub struct Charger {
 }
 
 impl Charger {
-    pub fn new(batching: bool, max: usize) -> Charger {
-        Charger { batching, max, queues: Mutex::new(HashMap::new()) }
+    pub fn new(frame: Frame, credits_per_usd: Decimal, batching: bool, max: usize) -> Charger {
+        Charger { frame, credits_per_usd, batching, max, queues: Mutex::new(HashMap::new()) }
     }
 
-    pub async fn submit(&self, app: Arc<App>, spend: Spend, key: IdempotencyKey, fp: Fingerprint) -> AppResult<Stored> {
+    fn queues(&self) -> MutexGuard<'_, HashMap<Uuid, Vec<Item>>> {
+        // The map stays consistent whatever panicked while holding it: keep serving.
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub async fn submit(self: &Arc<Self>, spend: Spend, claim: Claim) -> AppResult<Stored> {
         let tenant = spend.tenant_id;
         let (reply, rx) = oneshot::channel();
-        let item = Item { spend, key, fp, reply };
+        let item = Item { spend, claim, reply };
         if !self.batching {
-            tokio::spawn(async move { batch::run(&app, tenant, vec![item]).await });
+            let me = self.clone();
+            tokio::spawn(async move { batch::run(&me.frame, me.credits_per_usd, vec![item]).await });
         } else {
-            let mut queues = self.queues.lock().expect("charger lock");
+            let mut queues = self.queues();
             match queues.get_mut(&tenant) {
                 Some(waiting) => waiting.push(item),
                 None => {
                     queues.insert(tenant, Vec::new());
                     drop(queues);
-                    tokio::spawn(flush(app, tenant, item));
+                    tokio::spawn(self.clone().flush(tenant, item));
                 }
             }
         }
@@ -67,7 +69,7 @@ impl Charger {
 
     /// Takes the next batch for `tenant`, or ends its turn when nothing is waiting.
     fn next_batch(&self, tenant: Uuid) -> Option<Vec<Item>> {
-        let mut queues = self.queues.lock().expect("charger lock");
+        let mut queues = self.queues();
         let waiting = queues.get_mut(&tenant)?;
         if waiting.is_empty() {
             queues.remove(&tenant);
@@ -76,19 +78,20 @@ impl Charger {
         let n = waiting.len().min(self.max);
         Some(waiting.drain(..n).collect())
     }
-}
 
-async fn flush(app: Arc<App>, tenant: Uuid, first: Item) {
-    let mut items = vec![first];
-    loop {
-        // A panic must not strand the tenant's queue: its replies drop (the callers get a
-        // 500) and the next batch still runs.
-        if AssertUnwindSafe(batch::run(&app, tenant, items)).catch_unwind().await.is_err() {
-            tracing::error!(%tenant, "charge batch panicked");
-        }
-        match app.charger.next_batch(tenant) {
-            Some(next) => items = next,
-            None => return,
+    async fn flush(self: Arc<Self>, tenant: Uuid, first: Item) {
+        let mut items = vec![first];
+        loop {
+            // A panic must not strand the tenant's queue: its replies drop (the callers get a
+            // 500) and the next batch still runs.
+            let run = batch::run(&self.frame, self.credits_per_usd, items);
+            if AssertUnwindSafe(run).catch_unwind().await.is_err() {
+                tracing::error!(%tenant, "charge batch panicked");
+            }
+            match self.next_batch(tenant) {
+                Some(next) => items = next,
+                None => return,
+            }
         }
     }
 }

@@ -1,0 +1,59 @@
+//! Credentials as request extractors: the bearer token resolved to a [`Principal`]
+//! (`crate::auth`), and the [`Admin`] and [`Backend`] guards that answer 403 before
+//! anything else in the request is read.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use crate::auth::{authenticate, Principal};
+use crate::error::AppError;
+use crate::idempotency::{IdempotencyKey, Side};
+use crate::state::AppState;
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 256)
+            .ok_or(AppError::Unauthorized)?;
+        authenticate(&state.pool, &state.admin_token_hash, &state.auth_cache, token).await
+    }
+}
+
+/// The admin token. As an extractor placed before the path and body, it answers 403
+/// before anything else in the request is read.
+pub struct Admin(pub Principal);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let p = Principal::from_request_parts(parts, state).await?;
+        p.require_admin()?;
+        Ok(Admin(p))
+    }
+}
+
+/// A generation backend: a service token or the admin token, checked first like [`Admin`].
+pub struct Backend(pub Principal);
+
+impl FromRequestParts<AppState> for Backend {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let p = Principal::from_request_parts(parts, state).await?;
+        p.require_backend()?;
+        Ok(Backend(p))
+    }
+}
+
+/// The `Idempotency-Key` header with the side the credential's keys live on.
+pub fn keyed(p: &Principal, headers: &axum::http::HeaderMap) -> Result<(Side, IdempotencyKey), AppError> {
+    Ok((p.side(), IdempotencyKey::from_headers(headers)?))
+}

@@ -1,0 +1,10 @@
+//! A tenant's account: the tenant itself, API keys and service tokens, admin adjustments
+//! and conversions, balances and history, prices and deals, and the expiry of bonus lots.
+
+pub mod adjustments;
+pub mod api_keys;
+pub mod balance;
+pub mod expiry;
+pub mod history;
+pub mod prices;
+pub mod tenants;
