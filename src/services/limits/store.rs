@@ -85,8 +85,9 @@ const CURRENT_START: &str =
     "(CASE lims.win WHEN 'day' THEN $4 WHEN 'week' THEN $5 WHEN 'month' THEN $6 ELSE $7 END)::timestamptz";
 
 impl Budgets {
-    /// Reads, for `tenants` and the `(tenant, key)` pairs their items name, every limit
-    /// with its counter for the window current at `now`: one statement.
+    /// Reads the limits of `tenants` (those with limits of their own: the ledger lock's row
+    /// says which) and the `(tenant, key)` pairs the items name, each limit with its
+    /// counter for the window current at `now`: one statement.
     pub async fn load(
         conn: &mut PgConnection,
         tenants: &[Uuid],

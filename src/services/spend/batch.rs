@@ -199,7 +199,13 @@ impl Movement for Batch {
             .collect();
         named.sort_unstable();
         named.dedup();
-        self.budgets = Budgets::load(tx, &tenants, &named, now).await?;
+        // Tenants with limits of their own say so in their lock's row: a batch that names
+        // no key for a tenant without limits reads nothing more.
+        let limited: Vec<Uuid> =
+            tenants.iter().copied().filter(|t| books.get(*t).is_some_and(|l| l.spend_limited)).collect();
+        if !named.is_empty() || !limited.is_empty() {
+            self.budgets = Budgets::load(tx, &limited, &named, now).await?;
+        }
         // Then each item in arrival order, against what the ones before it left.
         let open: Vec<usize> = self.open().collect();
         for pos in open {
