@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::cluster::Machine;
 use crate::cpu::Usage;
 use crate::load::Outcome;
-use crate::scenarios::Batching;
+use crate::scenarios::{Batching, HOT_KEY, HOT_KEY_LIMITED};
 use crate::verify::Verdict;
 use crate::Args;
 
@@ -180,6 +180,7 @@ pub fn print_summary(rows: &[Row]) {
         compare(rows, &spread.scenario.clone(), 64);
     }
     one_client_latency(rows);
+    limit_cost(rows);
     if rows.iter().any(|r| r.verdict.notes.iter().any(|n| n.starts_with("DRIFT"))) {
         println!(
             "caution: some scenarios drifted (see DRIFT notes): their rates depend on how much data the run \
@@ -215,6 +216,29 @@ fn compare(rows: &[Row], scenario: &str, clients: usize) {
         ms(on.p99),
         ms(off.p99)
     );
+}
+
+/// What a spend limit on the key costs the hot path: the same hot tenant's charges naming
+/// one key, with and without a limit on it, in the same run (target: within 10%).
+fn limit_cost(rows: &[Row]) {
+    for b in [Batching::On, Batching::Off] {
+        let (Some(plain), Some(limited)) = (find(rows, b, HOT_KEY, 64), find(rows, b, HOT_KEY_LIMITED, 64)) else {
+            continue;
+        };
+        let (plain, limited) = (plain.figures(), limited.figures());
+        let hot = find(rows, b, "hot tenant", 64).map(|r| r.figures().per_second);
+        println!(
+            "spend limit on the key, batching {} @64: {:.0} vs {:.0} req/s without one = {:+.1}%{} (p99 {:.2} vs {:.2} ms)",
+            b.name(),
+            limited.per_second,
+            plain.per_second,
+            (limited.per_second / plain.per_second.max(1e-9) - 1.0) * 100.0,
+            hot.map(|h| format!("; {:+.1}% vs no key at all ({h:.0} req/s)", (limited.per_second / h.max(1e-9) - 1.0) * 100.0))
+                .unwrap_or_default(),
+            ms(limited.p99),
+            ms(plain.p99)
+        );
+    }
 }
 
 fn one_client_latency(rows: &[Row]) {
