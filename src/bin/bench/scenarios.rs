@@ -119,8 +119,11 @@ pub async fn run_all(
     for clients in [1, 8, 64] {
         rows.push(run.hot_tenant("hot tenant", clients, timed).await?);
     }
-    rows.push(run.hot_key(false, 64, timed).await?);
-    rows.push(run.hot_key(true, 64, timed).await?);
+    // Without and with a limit, alternating (ABBAAB), in segments of half the time: a
+    // machine whose load drifts affects both alike.
+    for limited in [false, true, true, false, false, true] {
+        rows.push(run.hot_key(limited, 64, timed / 2).await?);
+    }
     rows.push(run.spread(64, timed).await?);
     rows.push(run.estimates(64, timed).await?);
     rows.push(run.exhaustion(64).await?);
