@@ -109,23 +109,23 @@ impl Config {
                 "json" => LogFormat::Json,
                 _ => return Err(ConfigError { var: "TALLY_LOG_FORMAT", message: "must be text or json".into() }),
             },
-            allow_private_webhooks: parse(&var, "TALLY_ALLOW_PRIVATE_WEBHOOKS", "false")?,
+            allow_private_webhooks: boolean(&var, "TALLY_ALLOW_PRIVATE_WEBHOOKS", false)?,
             signup_credit: money(&var, "TALLY_SIGNUP_CREDIT", "0")?,
             signup_credit_expires_days: optional_days(&var, "TALLY_SIGNUP_CREDIT_EXPIRES_DAYS")?,
             db_pool_size: parse(&var, "TALLY_DB_POOL_SIZE", "16")?,
-            charge_batching: on_off(&var, "TALLY_CHARGE_BATCHING", true)?,
+            charge_batching: boolean(&var, "TALLY_CHARGE_BATCHING", true)?,
             charge_batch_max: parse(&var, "TALLY_CHARGE_BATCH_MAX", "256")?,
             request_timeout: Duration::from_millis(parse(&var, "TALLY_REQUEST_TIMEOUT_MS", "15000")?),
             body_limit_bytes: parse(&var, "TALLY_BODY_LIMIT_BYTES", "65536")?,
             price_book_path: var("TALLY_PRICE_BOOK").map(PathBuf::from),
             top_up_min: money(&var, "TALLY_TOP_UP_MIN", "5")?,
             top_up_max: money(&var, "TALLY_TOP_UP_MAX", "10000")?,
-            top_up_whole_dollars: parse(&var, "TALLY_TOP_UP_WHOLE_DOLLARS", "true")?,
+            top_up_whole_dollars: boolean(&var, "TALLY_TOP_UP_WHOLE_DOLLARS", true)?,
             top_up_bonus_percent: decimal(&var, "TALLY_TOP_UP_BONUS_PERCENT", "0")?,
             top_up_bonus_expires_days: optional_days(&var, "TALLY_TOP_UP_BONUS_EXPIRES_DAYS")?,
             worker_interval: Duration::from_millis(parse(&var, "TALLY_WORKER_INTERVAL_MS", "1000")?),
             auth_cache_ttl: Duration::from_millis(parse(&var, "TALLY_AUTH_CACHE_TTL_MS", "5000")?),
-            run_workers: parse(&var, "TALLY_RUN_WORKERS", "true")?,
+            run_workers: boolean(&var, "TALLY_RUN_WORKERS", true)?,
             payment_timeout: Duration::from_millis(parse(&var, "TALLY_PAYMENT_TIMEOUT_MS", "10000")?),
             payment_retry: Duration::from_millis(parse(&var, "TALLY_PAYMENT_RETRY_MS", "5000")?),
             mock_slow_delay: Duration::from_millis(parse(&var, "TALLY_MOCK_SLOW_MS", "3000")?),
@@ -181,16 +181,27 @@ where
     raw.trim().parse().map_err(|e: T::Err| ConfigError { var: name, message: format!("{raw:?}: {e}") })
 }
 
-fn on_off(
+/// The one parser of boolean variables: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`,
+/// in any case (the contract, Running). Anything else names the variable.
+fn boolean(
     var: &impl Fn(&'static str) -> Option<String>,
     name: &'static str,
     default: bool,
 ) -> Result<bool, ConfigError> {
-    match var(name).as_deref().map(str::trim) {
+    match var(name) {
         None => Ok(default),
-        Some("on" | "true" | "1") => Ok(true),
-        Some("off" | "false" | "0") => Ok(false),
-        Some(other) => Err(ConfigError { var: name, message: format!("{other:?}: must be on or off") }),
+        Some(raw) => parse_bool(&raw).ok_or_else(|| ConfigError {
+            var: name,
+            message: format!("{raw:?}: must be one of true/false, 1/0, yes/no, on/off"),
+        }),
+    }
+}
+
+pub fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
     }
 }
 
@@ -250,6 +261,38 @@ mod tests {
     }
 
     #[test]
+    fn every_boolean_takes_every_spelling() {
+        let flags: [(&str, fn(&Config) -> bool); 4] = [
+            ("TALLY_ALLOW_PRIVATE_WEBHOOKS", |c| c.allow_private_webhooks),
+            ("TALLY_CHARGE_BATCHING", |c| c.charge_batching),
+            ("TALLY_TOP_UP_WHOLE_DOLLARS", |c| c.top_up_whole_dollars),
+            ("TALLY_RUN_WORKERS", |c| c.run_workers),
+        ];
+        for (name, get) in flags {
+            for (raw, want) in [
+                ("true", true),
+                ("TRUE", true),
+                ("1", true),
+                ("yes", true),
+                ("Yes", true),
+                ("on", true),
+                (" ON ", true),
+                ("false", false),
+                ("False", false),
+                ("0", false),
+                ("no", false),
+                ("NO", false),
+                ("off", false),
+                ("Off", false),
+            ] {
+                let c = with(&[(name, raw)]).unwrap_or_else(|e| panic!("{name}={raw:?}: {e}"));
+                assert_eq!(get(&c), want, "{name}={raw:?}");
+            }
+        }
+        assert!(!with(&[]).unwrap().allow_private_webhooks, "off by default");
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         for (k, v) in [
             ("TALLY_ADDR", "nope"),
@@ -257,6 +300,9 @@ mod tests {
             ("TALLY_LOG_FORMAT", "xml"),
             ("TALLY_SIGNUP_CREDIT", "1.0000001"),
             ("TALLY_CHARGE_BATCHING", "maybe"),
+            ("TALLY_ALLOW_PRIVATE_WEBHOOKS", "2"),
+            ("TALLY_RUN_WORKERS", "enabled"),
+            ("TALLY_TOP_UP_WHOLE_DOLLARS", "y"),
             ("TALLY_ADMIN_TOKEN", "short"),
             ("TALLY_PAYMENT_PROVIDER", "stripe"),
             ("TALLY_PAYMENT_TIMEOUT_MS", "20000"),

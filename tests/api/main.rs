@@ -7,6 +7,7 @@ mod auto_top_up;
 mod bad_input;
 mod batching;
 mod charges;
+mod config_flags;
 mod credentials;
 mod holds;
 mod idempotency;
