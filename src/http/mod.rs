@@ -19,6 +19,7 @@ use crate::state::AppState;
 
 pub mod admin;
 pub mod extract;
+pub mod input;
 pub mod money;
 pub mod money_in;
 pub mod openapi;
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state);
 
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
+        .layer(middleware::from_fn(input::refuse_bad_bytes))
         .layer(middleware::from_fn_with_state(timeout, deadline))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| AppError::internal("handler panicked").into_response()))

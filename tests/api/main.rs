@@ -4,6 +4,7 @@ mod helpers;
 
 mod adjustments;
 mod auto_top_up;
+mod bad_bytes;
 mod bad_input;
 mod batching;
 mod charges;
