@@ -18,6 +18,8 @@ mod ops;
 mod pricing;
 mod refunds;
 mod restart;
+mod service_tokens;
+mod suspended;
 mod tenants;
 mod top_ups;
 mod webhooks;
