@@ -234,7 +234,9 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or(AppError::Unauthorized)?;
         let v = verify(&state.pool, &state.admin_token_hash, &state.auth_cache, token).await?;
         if v.tenant_suspended && is_write(parts) {
-            return Err(AppError::Forbidden("this tenant is suspended: its API keys can read but change nothing".into()));
+            return Err(AppError::Forbidden(
+                "this tenant is suspended: its API keys can read but change nothing".into(),
+            ));
         }
         Ok(v.principal)
     }

@@ -14,9 +14,9 @@ use crate::ledger::check::{self, CheckReport};
 use crate::pricing::{PriceRule, TenantPricing};
 use crate::services::adjustments::{self, AdjustmentRequest, ConversionRequest};
 use crate::services::api_keys::{self, CreateKey, CreatedServiceToken, ServiceToken};
-use crate::services::{detached, Page, PageParams};
 use crate::services::history::TransactionView;
 use crate::services::prices::{self, PriceVersion, TenantPricingView};
+use crate::services::{detached, Page, PageParams};
 use crate::state::AppState;
 
 #[utoipa::path(post, path = "/v1/admin/service-tokens", tag = "admin", request_body = CreateKey,

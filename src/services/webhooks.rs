@@ -316,14 +316,9 @@ mod tests {
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private} must be refused");
         }
-        for public in [
-            "8.8.8.8",
-            "1.1.1.1",
-            "2606:4700:4700::1111",
-            "::ffff:8.8.8.8",
-            "2002:808:808::1",
-            "64:ff9b::8.8.8.8",
-        ] {
+        for public in
+            ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "2002:808:808::1", "64:ff9b::8.8.8.8"]
+        {
             assert!(is_public(public.parse().unwrap()), "{public} is public");
         }
     }

@@ -11,7 +11,8 @@ async fn allow_private_webhooks_1_starts_the_binary_and_applies() {
     let t = app.create_tenant("dev").await;
     let client = reqwest::Client::new();
     for spelling in ["1", "yes", "ON"] {
-        let svc = Process::start(&app.db, &[("TALLY_ALLOW_PRIVATE_WEBHOOKS", spelling), ("TALLY_RUN_WORKERS", "0")]).await;
+        let svc =
+            Process::start(&app.db, &[("TALLY_ALLOW_PRIVATE_WEBHOOKS", spelling), ("TALLY_RUN_WORKERS", "0")]).await;
         let r = client
             .put(format!("{}/v1/tenants/{t}/webhook", svc.base))
             .bearer_auth(ADMIN)
