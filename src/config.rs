@@ -36,6 +36,10 @@ pub struct Config {
     pub charge_batch_max: usize,
     pub request_timeout: Duration,
     pub body_limit_bytes: usize,
+    /// A connection whose request headers take longer than this to arrive is closed.
+    pub header_read_timeout: Duration,
+    /// Open connections at most; one more is closed at once.
+    pub max_connections: usize,
     pub price_book_path: Option<PathBuf>,
     pub top_up_min: Money,
     pub top_up_max: Money,
@@ -117,6 +121,8 @@ impl Config {
             charge_batch_max: parse(&var, "TALLY_CHARGE_BATCH_MAX", "256")?,
             request_timeout: Duration::from_millis(parse(&var, "TALLY_REQUEST_TIMEOUT_MS", "15000")?),
             body_limit_bytes: parse(&var, "TALLY_BODY_LIMIT_BYTES", "65536")?,
+            header_read_timeout: Duration::from_millis(parse(&var, "TALLY_HEADER_READ_TIMEOUT_MS", "10000")?),
+            max_connections: parse(&var, "TALLY_MAX_CONNECTIONS", "4096")?,
             price_book_path: var("TALLY_PRICE_BOOK").map(PathBuf::from),
             top_up_min: money(&var, "TALLY_TOP_UP_MIN", "5")?,
             top_up_max: money(&var, "TALLY_TOP_UP_MAX", "10000")?,
@@ -158,6 +164,12 @@ impl Config {
         if self.payment_timeout.is_zero() || self.payment_timeout >= self.request_timeout {
             // A manual top-up answers within its request: the provider call must end first.
             return err("TALLY_PAYMENT_TIMEOUT_MS", "must be positive and less than TALLY_REQUEST_TIMEOUT_MS");
+        }
+        if self.header_read_timeout.is_zero() {
+            return err("TALLY_HEADER_READ_TIMEOUT_MS", "must be positive");
+        }
+        if self.max_connections == 0 || self.max_connections > u32::MAX as usize {
+            return err("TALLY_MAX_CONNECTIONS", "must be at least 1");
         }
         if self.webhook_max_attempts == 0 {
             return err("TALLY_WEBHOOK_MAX_ATTEMPTS", "must be at least 1");
@@ -307,6 +319,8 @@ mod tests {
             ("TALLY_PAYMENT_PROVIDER", "stripe"),
             ("TALLY_PAYMENT_TIMEOUT_MS", "20000"),
             ("TALLY_WEBHOOK_MAX_ATTEMPTS", "0"),
+            ("TALLY_HEADER_READ_TIMEOUT_MS", "0"),
+            ("TALLY_MAX_CONNECTIONS", "0"),
             ("TALLY_AUTO_TOP_UP_BACKOFF_MS", "soon"),
         ] {
             let e = with(&[(k, v)]).unwrap_err();

@@ -24,6 +24,7 @@ pub mod money;
 pub mod money_in;
 pub mod openapi;
 pub mod ops;
+pub mod server;
 pub mod tenants;
 
 pub fn router(state: AppState) -> Router {

@@ -9,6 +9,7 @@ mod bad_input;
 mod batching;
 mod charges;
 mod config_flags;
+mod connections;
 mod credentials;
 mod holds;
 mod idempotency;

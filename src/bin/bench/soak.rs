@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::api::Admin;
 use crate::cluster::Database;
+use crate::cpu;
 use crate::load::{self, Outcome, Plan, Request, Until};
 use crate::report::{ms, percentile};
 use crate::service::Service;
@@ -39,6 +40,7 @@ struct Segment {
     p50: Duration,
     p99: Duration,
     rss_kb: u64,
+    cpu: crate::cpu::Usage,
 }
 
 impl Segment {
@@ -96,18 +98,21 @@ async fn soak(args: &Args, segments: usize, svc: &Service, db: &Database, load: 
             until: Until::Elapsed(Duration::from_secs(args.seconds)),
             key_prefix: format!("soak-{i}-{}", Uuid::new_v4().simple()),
         };
+        let cpu_before = cpu::Sample::take(svc.pid(), db.postmaster_pid);
         let out = load.spawn(load::run(http.clone(), plan)).await?;
+        let cpu = cpu_before.until(&cpu::Sample::take(svc.pid(), db.postmaster_pid));
         let seg = Segment {
             requests: out.answered(),
             seconds: out.elapsed.as_secs_f64(),
             p50: percentile(&out.latencies, 0.50),
             p99: percentile(&out.latencies, 0.99),
             rss_kb: rss_kb(svc.pid())?,
+            cpu,
         };
         cumulative += seg.requests;
         let delta = rows.first().map(|f| mb(seg.rss_kb) - mb(f.rss_kb)).unwrap_or(0.0);
         println!(
-            "{:>7} {:>9} {:>11} {:>9.0} {:>8.2} {:>8.2} {:>9.1} {:>+9.1}",
+            "{:>7} {:>9} {:>11} {:>9.0} {:>8.2} {:>8.2} {:>9.1} {:>+9.1} {:>5.2} {:>5.2} {:>5.2} {:>5.2}",
             i + 1,
             seg.requests,
             cumulative,
@@ -115,7 +120,11 @@ async fn soak(args: &Args, segments: usize, svc: &Service, db: &Database, load: 
             ms(seg.p50),
             ms(seg.p99),
             mb(seg.rss_kb),
-            delta
+            delta,
+            seg.cpu.busy,
+            seg.cpu.service,
+            seg.cpu.postgres,
+            seg.cpu.others()
         );
         rows.push(seg);
         all.merge(out);
