@@ -61,6 +61,9 @@ pub struct Config {
     /// Delay before the first webhook retry (×4 per further failure, at most 10 hours).
     pub webhook_backoff: Duration,
     pub webhook_max_attempts: u32,
+    /// Webhook sends in flight per replica, in all and per endpoint (tenant).
+    pub webhook_max_in_flight: usize,
+    pub webhook_endpoint_in_flight: usize,
     /// How long before a bonus lot expires the `credits.expiring` event is sent.
     pub credits_expiring_notice: Duration,
     /// Tests only: this mock instead of a fresh one, so that several instances in one
@@ -139,6 +142,8 @@ impl Config {
             webhook_timeout: Duration::from_millis(parse(&var, "TALLY_WEBHOOK_TIMEOUT_MS", "10000")?),
             webhook_backoff: Duration::from_millis(parse(&var, "TALLY_WEBHOOK_BACKOFF_MS", "5000")?),
             webhook_max_attempts: parse(&var, "TALLY_WEBHOOK_MAX_ATTEMPTS", "10")?,
+            webhook_max_in_flight: parse(&var, "TALLY_WEBHOOK_MAX_IN_FLIGHT", "256")?,
+            webhook_endpoint_in_flight: parse(&var, "TALLY_WEBHOOK_ENDPOINT_IN_FLIGHT", "4")?,
             credits_expiring_notice: Duration::from_secs(
                 parse::<u64>(&var, "TALLY_CREDITS_EXPIRING_DAYS", "7")?.saturating_mul(86_400),
             ),
@@ -164,6 +169,12 @@ impl Config {
         if self.payment_timeout.is_zero() || self.payment_timeout >= self.request_timeout {
             // A manual top-up answers within its request: the provider call must end first.
             return err("TALLY_PAYMENT_TIMEOUT_MS", "must be positive and less than TALLY_REQUEST_TIMEOUT_MS");
+        }
+        if self.webhook_max_in_flight == 0 {
+            return err("TALLY_WEBHOOK_MAX_IN_FLIGHT", "must be at least 1");
+        }
+        if self.webhook_endpoint_in_flight == 0 || self.webhook_endpoint_in_flight > 1000 {
+            return err("TALLY_WEBHOOK_ENDPOINT_IN_FLIGHT", "must be between 1 and 1000");
         }
         if self.header_read_timeout.is_zero() {
             return err("TALLY_HEADER_READ_TIMEOUT_MS", "must be positive");
@@ -320,6 +331,8 @@ mod tests {
             ("TALLY_PAYMENT_TIMEOUT_MS", "20000"),
             ("TALLY_WEBHOOK_MAX_ATTEMPTS", "0"),
             ("TALLY_HEADER_READ_TIMEOUT_MS", "0"),
+            ("TALLY_WEBHOOK_MAX_IN_FLIGHT", "0"),
+            ("TALLY_WEBHOOK_ENDPOINT_IN_FLIGHT", "0"),
             ("TALLY_MAX_CONNECTIONS", "0"),
             ("TALLY_AUTO_TOP_UP_BACKOFF_MS", "soon"),
         ] {

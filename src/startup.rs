@@ -128,9 +128,9 @@ fn raise_open_file_limit(max_connections: usize) {
     };
     // Room for the database pool, webhook sends, the listener and files besides the connections.
     let needed = max_connections as u64 + 512;
-    if ok && (lim.rlim_cur as u64) < needed {
+    if ok && lim.rlim_cur < needed {
         tracing::warn!(
-            open_file_limit = lim.rlim_cur as u64,
+            open_file_limit = lim.rlim_cur,
             "TALLY_MAX_CONNECTIONS={max_connections} needs about {needed} open files: \
              connections beyond the limit will fail to be accepted"
         );

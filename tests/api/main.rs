@@ -23,4 +23,5 @@ mod service_tokens;
 mod suspended;
 mod tenants;
 mod top_ups;
+mod webhook_fairness;
 mod webhooks;
