@@ -32,6 +32,8 @@ const FUNDING: &str = "1000000.00";
 const FLAT_MB: f64 = 5.0;
 /// Largest fall of the rate, last segment against the first, that counts as steady.
 const STEADY: f64 = 0.15;
+/// Cores used by unrelated processes above which a segment's rate is flagged as disturbed.
+const DISTURBED: f64 = 0.25;
 
 /// One segment's figures.
 struct Segment {
@@ -112,7 +114,7 @@ async fn soak(args: &Args, segments: usize, svc: &Service, db: &Database, load: 
         cumulative += seg.requests;
         let delta = rows.first().map(|f| mb(seg.rss_kb) - mb(f.rss_kb)).unwrap_or(0.0);
         println!(
-            "{:>7} {:>9} {:>11} {:>9.0} {:>8.2} {:>8.2} {:>9.1} {:>+9.1} {:>5.2} {:>5.2} {:>5.2} {:>5.2}",
+            "{:>7} {:>9} {:>11} {:>9.0} {:>8.2} {:>8.2} {:>9.1} {:>+9.1} {:>5.2} {:>5.2} {:>5.2} {:>5.2}{}",
             i + 1,
             seg.requests,
             cumulative,
@@ -124,7 +126,8 @@ async fn soak(args: &Args, segments: usize, svc: &Service, db: &Database, load: 
             seg.cpu.busy,
             seg.cpu.service,
             seg.cpu.postgres,
-            seg.cpu.others()
+            seg.cpu.others(),
+            if seg.cpu.others() > DISTURBED { "  disturbed" } else { "" }
         );
         rows.push(seg);
         all.merge(out);
@@ -184,6 +187,14 @@ fn summarize(rows: &[Segment], total: usize) {
         change * 100.0,
         if change >= -STEADY { "steady" } else { "FALLING" }
     );
+    let disturbed = rows.iter().filter(|r| r.cpu.others() > DISTURBED).count();
+    if disturbed > 0 {
+        println!(
+            "caution: other processes kept more than {DISTURBED} cores busy in {disturbed} of {} segments \
+             (\"disturbed\"): their rates say more about the machine than about the service",
+            rows.len()
+        );
+    }
 }
 
 fn mb(kb: u64) -> f64 {
