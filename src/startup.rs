@@ -99,6 +99,7 @@ pub async fn serve(
     let limits = http::server::Limits {
         header_read_timeout: state.config.header_read_timeout,
         max_connections: state.config.max_connections,
+        drain_limit: state.config.request_timeout + state.config.header_read_timeout,
     };
     raise_open_file_limit(limits.max_connections);
     tracing::info!("listening on {}", listener.local_addr()?);

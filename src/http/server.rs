@@ -11,7 +11,8 @@
 //!   timeout, which runs only with a timer: `axum::serve` sets none, so a half-sent request
 //!   held its connection forever);
 //! - on shutdown the listener stops accepting, every connection finishes its in-flight
-//!   request and closes (idle ones at once), and `serve` returns when the last one is gone.
+//!   request and closes (idle ones at once), and `serve` returns when the last one is gone
+//!   (or after the request deadline plus the header timeout, whichever comes first).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -32,6 +33,8 @@ use tower::ServiceExt;
 pub struct Limits {
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    /// On shutdown, the longest wait for open connections to finish.
+    pub drain_limit: Duration,
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains the connections.
@@ -74,8 +77,12 @@ pub async fn serve(
     }
     drop(listener);
     let _ = close_tx.send(true);
-    // Every slot back: the last connection has closed.
-    let _ = slots.acquire_many(limits.max_connections as u32).await;
+    // Every slot back: the last connection has closed. A request in flight ends within its
+    // deadline, a half-sent one within the header timeout: past both, stop waiting.
+    let all_closed = slots.acquire_many(limits.max_connections as u32);
+    if tokio::time::timeout(limits.drain_limit, all_closed).await.is_err() {
+        tracing::warn!("stopping with connections still open after {:?}", limits.drain_limit);
+    }
     Ok(())
 }
 
