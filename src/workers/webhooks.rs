@@ -21,7 +21,7 @@
 //! computed afresh for every attempt over the same body.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -34,13 +34,22 @@ use crate::services::events::EventView;
 use crate::services::webhooks;
 use crate::state::{App, AppState};
 
+/// Claims follow one another at least this far apart: a claim walks every tenant with
+/// pending deliveries, and sends finishing one by one must not each pay for a walk.
+const MIN_CLAIM_GAP: Duration = Duration::from_millis(20);
+
 pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut sends = Sends::default();
+        let mut last_claim = Instant::now() - MIN_CLAIM_GAP;
         loop {
             let room = state.config.webhook_max_in_flight.saturating_sub(sends.tasks.len());
             let mut full = false;
             if room > 0 {
+                if let Some(wait) = MIN_CLAIM_GAP.checked_sub(last_claim.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+                last_claim = Instant::now();
                 match claim(&state, &sends.per_tenant, room).await {
                     Ok(claimed) => {
                         full = claimed.len() == room;
@@ -53,7 +62,12 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> JoinHandle<()>
             }
             tokio::select! {
                 // A slot is free: claim again at once (that tenant's next due delivery, or another's).
-                done = sends.tasks.join_next_with_id(), if !sends.tasks.is_empty() => sends.finished(done),
+                done = sends.tasks.join_next_with_id(), if !sends.tasks.is_empty() => {
+                    sends.finished(done);
+                    while let Some(done) = sends.tasks.try_join_next_with_id() {
+                        sends.finished(Some(done));
+                    }
+                }
                 _ = tokio::time::sleep(state.config.worker_interval), if !full => {}
                 changed = stop.changed() => {
                     if changed.is_err() || *stop.borrow() {
