@@ -36,6 +36,10 @@ pub struct Config {
     pub charge_batch_max: usize,
     pub request_timeout: Duration,
     pub body_limit_bytes: usize,
+    /// A connection whose request headers take longer than this to arrive is closed.
+    pub header_read_timeout: Duration,
+    /// Open connections at most; one more is closed at once.
+    pub max_connections: usize,
     pub price_book_path: Option<PathBuf>,
     pub top_up_min: Money,
     pub top_up_max: Money,
@@ -57,6 +61,9 @@ pub struct Config {
     /// Delay before the first webhook retry (×4 per further failure, at most 10 hours).
     pub webhook_backoff: Duration,
     pub webhook_max_attempts: u32,
+    /// Webhook sends in flight per replica, in all and per endpoint (tenant).
+    pub webhook_max_in_flight: usize,
+    pub webhook_endpoint_in_flight: usize,
     /// How long before a bonus lot expires the `credits.expiring` event is sent.
     pub credits_expiring_notice: Duration,
     /// The tenant portal: `TALLY_PUBLIC_URL`, link and session lifetimes.
@@ -108,23 +115,25 @@ impl Config {
                 "json" => LogFormat::Json,
                 _ => return Err(ConfigError { var: "TALLY_LOG_FORMAT", message: "must be text or json".into() }),
             },
-            allow_private_webhooks: parse(&var, "TALLY_ALLOW_PRIVATE_WEBHOOKS", "false")?,
+            allow_private_webhooks: boolean(&var, "TALLY_ALLOW_PRIVATE_WEBHOOKS", false)?,
             signup_credit: money(&var, "TALLY_SIGNUP_CREDIT", "0")?,
             signup_credit_expires_days: optional_days(&var, "TALLY_SIGNUP_CREDIT_EXPIRES_DAYS")?,
             db_pool_size: parse(&var, "TALLY_DB_POOL_SIZE", "16")?,
-            charge_batching: on_off(&var, "TALLY_CHARGE_BATCHING", true)?,
+            charge_batching: boolean(&var, "TALLY_CHARGE_BATCHING", true)?,
             charge_batch_max: parse(&var, "TALLY_CHARGE_BATCH_MAX", "256")?,
             request_timeout: Duration::from_millis(parse(&var, "TALLY_REQUEST_TIMEOUT_MS", "15000")?),
             body_limit_bytes: parse(&var, "TALLY_BODY_LIMIT_BYTES", "65536")?,
+            header_read_timeout: Duration::from_millis(parse(&var, "TALLY_HEADER_READ_TIMEOUT_MS", "10000")?),
+            max_connections: parse(&var, "TALLY_MAX_CONNECTIONS", "4096")?,
             price_book_path: var("TALLY_PRICE_BOOK").map(PathBuf::from),
             top_up_min: money(&var, "TALLY_TOP_UP_MIN", "5")?,
             top_up_max: money(&var, "TALLY_TOP_UP_MAX", "10000")?,
-            top_up_whole_dollars: parse(&var, "TALLY_TOP_UP_WHOLE_DOLLARS", "true")?,
+            top_up_whole_dollars: boolean(&var, "TALLY_TOP_UP_WHOLE_DOLLARS", true)?,
             top_up_bonus_percent: decimal(&var, "TALLY_TOP_UP_BONUS_PERCENT", "0")?,
             top_up_bonus_expires_days: optional_days(&var, "TALLY_TOP_UP_BONUS_EXPIRES_DAYS")?,
             worker_interval: Duration::from_millis(parse(&var, "TALLY_WORKER_INTERVAL_MS", "1000")?),
             auth_cache_ttl: Duration::from_millis(parse(&var, "TALLY_AUTH_CACHE_TTL_MS", "5000")?),
-            run_workers: parse(&var, "TALLY_RUN_WORKERS", "true")?,
+            run_workers: boolean(&var, "TALLY_RUN_WORKERS", true)?,
             payment_timeout: Duration::from_millis(parse(&var, "TALLY_PAYMENT_TIMEOUT_MS", "10000")?),
             payment_retry: Duration::from_millis(parse(&var, "TALLY_PAYMENT_RETRY_MS", "5000")?),
             mock_slow_delay: Duration::from_millis(parse(&var, "TALLY_MOCK_SLOW_MS", "3000")?),
@@ -132,6 +141,8 @@ impl Config {
             webhook_timeout: Duration::from_millis(parse(&var, "TALLY_WEBHOOK_TIMEOUT_MS", "10000")?),
             webhook_backoff: Duration::from_millis(parse(&var, "TALLY_WEBHOOK_BACKOFF_MS", "5000")?),
             webhook_max_attempts: parse(&var, "TALLY_WEBHOOK_MAX_ATTEMPTS", "10")?,
+            webhook_max_in_flight: parse(&var, "TALLY_WEBHOOK_MAX_IN_FLIGHT", "256")?,
+            webhook_endpoint_in_flight: parse(&var, "TALLY_WEBHOOK_ENDPOINT_IN_FLIGHT", "4")?,
             credits_expiring_notice: Duration::from_secs(
                 parse::<u64>(&var, "TALLY_CREDITS_EXPIRING_DAYS", "7")?.saturating_mul(86_400),
             ),
@@ -159,6 +170,18 @@ impl Config {
             // A manual top-up answers within its request: the provider call must end first.
             return err("TALLY_PAYMENT_TIMEOUT_MS", "must be positive and less than TALLY_REQUEST_TIMEOUT_MS");
         }
+        if self.webhook_max_in_flight == 0 {
+            return err("TALLY_WEBHOOK_MAX_IN_FLIGHT", "must be at least 1");
+        }
+        if self.webhook_endpoint_in_flight == 0 || self.webhook_endpoint_in_flight > 1000 {
+            return err("TALLY_WEBHOOK_ENDPOINT_IN_FLIGHT", "must be between 1 and 1000");
+        }
+        if self.header_read_timeout.is_zero() {
+            return err("TALLY_HEADER_READ_TIMEOUT_MS", "must be positive");
+        }
+        if self.max_connections == 0 || self.max_connections > u32::MAX as usize {
+            return err("TALLY_MAX_CONNECTIONS", "must be at least 1");
+        }
         if self.webhook_max_attempts == 0 {
             return err("TALLY_WEBHOOK_MAX_ATTEMPTS", "must be at least 1");
         }
@@ -181,16 +204,27 @@ where
     raw.trim().parse().map_err(|e: T::Err| ConfigError { var: name, message: format!("{raw:?}: {e}") })
 }
 
-fn on_off(
+/// The one parser of boolean variables: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`,
+/// in any case (the contract, Running). Anything else names the variable.
+fn boolean(
     var: &impl Fn(&'static str) -> Option<String>,
     name: &'static str,
     default: bool,
 ) -> Result<bool, ConfigError> {
-    match var(name).as_deref().map(str::trim) {
+    match var(name) {
         None => Ok(default),
-        Some("on" | "true" | "1") => Ok(true),
-        Some("off" | "false" | "0") => Ok(false),
-        Some(other) => Err(ConfigError { var: name, message: format!("{other:?}: must be on or off") }),
+        Some(raw) => parse_bool(&raw).ok_or_else(|| ConfigError {
+            var: name,
+            message: format!("{raw:?}: must be one of true/false, 1/0, yes/no, on/off"),
+        }),
+    }
+}
+
+pub fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
     }
 }
 
@@ -250,6 +284,38 @@ mod tests {
     }
 
     #[test]
+    fn every_boolean_takes_every_spelling() {
+        let flags: [(&str, fn(&Config) -> bool); 4] = [
+            ("TALLY_ALLOW_PRIVATE_WEBHOOKS", |c| c.allow_private_webhooks),
+            ("TALLY_CHARGE_BATCHING", |c| c.charge_batching),
+            ("TALLY_TOP_UP_WHOLE_DOLLARS", |c| c.top_up_whole_dollars),
+            ("TALLY_RUN_WORKERS", |c| c.run_workers),
+        ];
+        for (name, get) in flags {
+            for (raw, want) in [
+                ("true", true),
+                ("TRUE", true),
+                ("1", true),
+                ("yes", true),
+                ("Yes", true),
+                ("on", true),
+                (" ON ", true),
+                ("false", false),
+                ("False", false),
+                ("0", false),
+                ("no", false),
+                ("NO", false),
+                ("off", false),
+                ("Off", false),
+            ] {
+                let c = with(&[(name, raw)]).unwrap_or_else(|e| panic!("{name}={raw:?}: {e}"));
+                assert_eq!(get(&c), want, "{name}={raw:?}");
+            }
+        }
+        assert!(!with(&[]).unwrap().allow_private_webhooks, "off by default");
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         for (k, v) in [
             ("TALLY_ADDR", "nope"),
@@ -257,10 +323,17 @@ mod tests {
             ("TALLY_LOG_FORMAT", "xml"),
             ("TALLY_SIGNUP_CREDIT", "1.0000001"),
             ("TALLY_CHARGE_BATCHING", "maybe"),
+            ("TALLY_ALLOW_PRIVATE_WEBHOOKS", "2"),
+            ("TALLY_RUN_WORKERS", "enabled"),
+            ("TALLY_TOP_UP_WHOLE_DOLLARS", "y"),
             ("TALLY_ADMIN_TOKEN", "short"),
             ("TALLY_PAYMENT_PROVIDER", "stripe"),
             ("TALLY_PAYMENT_TIMEOUT_MS", "20000"),
             ("TALLY_WEBHOOK_MAX_ATTEMPTS", "0"),
+            ("TALLY_HEADER_READ_TIMEOUT_MS", "0"),
+            ("TALLY_WEBHOOK_MAX_IN_FLIGHT", "0"),
+            ("TALLY_WEBHOOK_ENDPOINT_IN_FLIGHT", "0"),
+            ("TALLY_MAX_CONNECTIONS", "0"),
             ("TALLY_AUTO_TOP_UP_BACKOFF_MS", "soon"),
         ] {
             let e = with(&[(k, v)]).unwrap_err();

@@ -122,13 +122,46 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let worker = state.config.run_workers.then(|| workers::spawn(state.clone(), stop_rx));
+    let limits = http::server::Limits {
+        header_read_timeout: state.config.header_read_timeout,
+        max_connections: state.config.max_connections,
+        drain_limit: state.config.request_timeout + state.config.header_read_timeout,
+    };
+    raise_open_file_limit(limits.max_connections);
     tracing::info!("listening on {}", listener.local_addr()?);
-    let result = axum::serve(listener, http::router(state)).with_graceful_shutdown(shutdown).await;
+    let result = http::server::serve(listener, http::router(state), limits, shutdown).await;
     let _ = stop_tx.send(true);
     if let Some(w) = worker {
         let _ = w.await;
     }
     result
+}
+
+/// Raises the soft open-file limit to the hard one (the soft default, often 1024, is below
+/// what `TALLY_MAX_CONNECTIONS` allows), and warns when connections could still run out of it.
+fn raise_open_file_limit(max_connections: usize) {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    let ok = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && {
+            if lim.rlim_cur < lim.rlim_max {
+                let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    lim = raised;
+                }
+            }
+            true
+        }
+    };
+    // Room for the database pool, webhook sends, the listener and files besides the connections.
+    let needed = max_connections as u64 + 512;
+    if ok && lim.rlim_cur < needed {
+        tracing::warn!(
+            open_file_limit = lim.rlim_cur,
+            "TALLY_MAX_CONNECTIONS={max_connections} needs about {needed} open files: \
+             connections beyond the limit will fail to be accepted"
+        );
+    }
 }
 
 /// SIGTERM or Ctrl-C.

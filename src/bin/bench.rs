@@ -43,10 +43,16 @@
 //! correctness check fails or the benchmark cannot run. Ctrl-C stops the service and
 //! removes the cluster.
 //!
+//! `--soak N` runs a different measurement instead (see `bench/soak.rs`): N consecutive
+//! segments of `--seconds` each, charges on one hot tenant at 64 clients with batching on
+//! (`--order off,on` for off), nothing scraping `/metrics`; per segment it prints the rate and
+//! the service's RSS, then compares the last segment with the first.
+//!
 //! Run:
 //! ```text
 //! cargo build --release --bin tally --bin tally-bench     # or scripts/bench.sh [options]
 //! target/release/tally-bench [--seconds 10] [--quick] [--tenants 10000] [--order off,on]
+//! target/release/tally-bench --soak 12 --seconds 15
 //! ```
 //! The service inherits the environment (so `TALLY_DB_POOL_SIZE`, `TALLY_CHARGE_BATCH_MAX`
 //! … can be varied); the bench sets `DATABASE_URL`, `TALLY_ADDR`, `TALLY_ADMIN_TOKEN`,
@@ -67,6 +73,8 @@ mod report;
 mod scenarios;
 #[path = "bench/service.rs"]
 mod service;
+#[path = "bench/soak.rs"]
+mod soak;
 #[path = "bench/verify.rs"]
 mod verify;
 
@@ -81,12 +89,14 @@ use scenarios::{Batching, Shared};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const USAGE: &str = "usage: tally-bench [--seconds N] [--quick] [--tenants N] [--order off,on|on,off]
-  --seconds N   length of each timed scenario (default 10)
+const USAGE: &str = "usage: tally-bench [--seconds N] [--quick] [--tenants N] [--order off,on|on,off] [--soak N]
+  --seconds N   length of each timed scenario, or soak segment (default 10)
   --quick       3-second scenarios: a smoke run
   --tenants N   tenants in the spread scenario (default 10000)
   --order O     which configuration runs first (default off,on); the second one inherits
-                the first one's data, so run both orders to see whether that matters";
+                the first one's data, so run both orders to see whether that matters
+  --soak N      instead: N consecutive segments on one hot tenant, no /metrics scrape, printing
+                the rate and the service's RSS per segment (batching on; --order off,on for off)";
 
 /// Command-line options.
 #[derive(Debug, Clone)]
@@ -94,17 +104,22 @@ pub struct Args {
     pub seconds: u64,
     pub tenants: usize,
     pub order: [Batching; 2],
+    /// `--soak N`: this many segments instead of the scenarios.
+    pub soak: Option<usize>,
 }
 
 impl Args {
     fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-        let mut args = Args { seconds: 10, tenants: 10_000, order: [Batching::Off, Batching::On] };
+        let mut args = Args { seconds: 10, tenants: 10_000, order: [Batching::Off, Batching::On], soak: None };
+        let mut order_given = false;
         while let Some(a) = it.next() {
             match a.as_str() {
                 "--quick" => args.seconds = 3,
                 "--seconds" => args.seconds = number(it.next(), "--seconds")?,
                 "--tenants" => args.tenants = number(it.next(), "--tenants")?,
+                "--soak" => args.soak = Some(number(it.next(), "--soak")?),
                 "--order" => {
+                    order_given = true;
                     args.order = match it.next().as_deref() {
                         Some("off,on") => [Batching::Off, Batching::On],
                         Some("on,off") => [Batching::On, Batching::Off],
@@ -114,6 +129,10 @@ impl Args {
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown argument {other:?}")),
             }
+        }
+        if args.soak.is_some() && !order_given {
+            // The soak measures the production default first: group commit on.
+            args.order = [Batching::On, Batching::Off];
         }
         Ok(args)
     }
@@ -125,8 +144,8 @@ fn number<T: std::str::FromStr>(v: Option<String>, name: &str) -> Result<T, Stri
 
 fn main() -> ExitCode {
     let args = match Args::parse(std::env::args().skip(1)) {
-        Ok(a) if a.seconds > 0 && a.tenants > 0 => a,
-        Ok(_) => return usage_error("--seconds and --tenants must be positive"),
+        Ok(a) if a.seconds > 0 && a.tenants > 0 && a.soak != Some(0) => a,
+        Ok(_) => return usage_error("--seconds, --tenants and --soak must be positive"),
         Err(msg) => return usage_error(&msg),
     };
     match run(&args) {
@@ -207,6 +226,12 @@ async fn bench(
     busy_before: f64,
 ) -> Result<bool, BoxError> {
     let db = cluster::Database::create(pg, "tally_bench").await?;
+    if let Some(segments) = args.soak {
+        report::print_machine(&cluster::Machine::detect(&db.pool, busy_before).await?, tally);
+        let passed = soak::run(args, segments, tally, &db, dir, load).await;
+        db.pool.close().await;
+        return passed;
+    }
     report::print_header(&cluster::Machine::detect(&db.pool, busy_before).await?, args, tally);
     let mut shared: Option<Shared> = None;
     let mut rows: Vec<Row> = Vec::new();

@@ -7,16 +7,17 @@ use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use super::credentials::{keyed, Admin};
-use super::extract::{ApiJson, ApiPath, JsonResponse};
+use super::extract::{ApiJson, ApiPath, ApiQuery, JsonResponse};
 use crate::auth::Principal;
 use crate::error::AppResult;
 use crate::frame;
 use crate::ledger::check::{self, CheckReport};
 use crate::pricing::{PriceRule, TenantPricing};
 use crate::services::accounts::adjustments::{self, AdjustmentRequest, ConversionRequest};
-use crate::services::accounts::api_keys::{self, CreateKey, CreatedServiceToken};
+use crate::services::accounts::api_keys::{self, CreateKey, CreatedServiceToken, ServiceToken};
 use crate::services::accounts::history::TransactionView;
 use crate::services::accounts::prices::{self, PriceVersion, TenantPricingView};
+use crate::services::{Page, PageParams};
 use crate::state::AppState;
 
 #[utoipa::path(post, path = "/v1/admin/service-tokens", tag = "admin", request_body = CreateKey,
@@ -27,6 +28,27 @@ pub async fn create_service_token(
     ApiJson(req): ApiJson<CreateKey>,
 ) -> AppResult<Response> {
     Ok(JsonResponse(StatusCode::CREATED, api_keys::create_service_token(&s.pool, &req.name).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/admin/service-tokens", tag = "admin", params(PageParams),
+    responses((status = 200, body = Page<ServiceToken>)))]
+pub async fn list_service_tokens(
+    State(s): State<AppState>,
+    _: Admin,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> AppResult<Response> {
+    Ok(JsonResponse(StatusCode::OK, api_keys::list_service_tokens(&s.pool, &q).await?).into_response())
+}
+
+#[utoipa::path(delete, path = "/v1/admin/service-tokens/{token_id}", tag = "admin",
+    responses((status = 204, description = "revoked"), (status = 404, description = "unknown or already revoked")))]
+pub async fn revoke_service_token(
+    State(s): State<AppState>,
+    _: Admin,
+    ApiPath(id): ApiPath<Uuid>,
+) -> AppResult<Response> {
+    api_keys::revoke_service_token(&s.pool, &s.auth_cache, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[utoipa::path(post, path = "/v1/admin/tenants/{tenant_id}/adjustments", tag = "admin", request_body = AdjustmentRequest,

@@ -1,11 +1,14 @@
 //! Credentials as request extractors: the bearer token resolved to a [`Principal`]
 //! (`crate::auth`), and the [`Admin`] and [`Backend`] guards that answer 403 before
 //! anything else in the request is read.
+//!
+//! A suspended tenant's own API keys can read but change nothing: every request with a
+//! write method by such a key is a 403 here, before any handler runs.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
-use crate::auth::{authenticate, Principal};
+use crate::auth::{verify, Principal};
 use crate::error::AppError;
 use crate::idempotency::{IdempotencyKey, Side};
 use crate::state::AppState;
@@ -22,8 +25,24 @@ impl FromRequestParts<AppState> for Principal {
             .map(str::trim)
             .filter(|t| !t.is_empty() && t.len() <= 256)
             .ok_or(AppError::Unauthorized)?;
-        authenticate(&state.pool, &state.admin_token_hash, &state.auth_cache, token).await
+        let v = verify(&state.pool, &state.admin_token_hash, &state.auth_cache, token).await?;
+        if v.tenant_suspended && is_write(parts) {
+            return Err(AppError::Forbidden(
+                "this tenant is suspended: its API keys can read but change nothing".into(),
+            ));
+        }
+        Ok(v.principal)
     }
+}
+
+/// Requests that change nothing whatever their method (a suspended tenant's keys may send them).
+const READ_ONLY_POSTS: &[&str] = &["/v1/estimates"];
+
+/// Whether a request may change something: any method but GET, HEAD and OPTIONS.
+fn is_write(parts: &Parts) -> bool {
+    use axum::http::Method;
+    !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
+        && !READ_ONLY_POSTS.contains(&parts.uri.path())
 }
 
 /// The admin token. As an extractor placed before the path and body, it answers 403

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -20,12 +20,14 @@ use crate::state::AppState;
 pub mod admin;
 pub mod credentials;
 pub mod extract;
+pub mod input;
 pub mod limits;
 pub mod money;
 pub mod money_in;
 pub mod openapi;
 pub mod ops;
 pub mod receipts;
+pub mod server;
 pub mod tenants;
 
 pub fn router(state: AppState) -> Router {
@@ -67,7 +69,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/holds/{hold_id}", get(money::get_hold))
         .route("/v1/holds/{hold_id}/capture", post(money::capture_hold))
         .route("/v1/holds/{hold_id}/release", post(money::release_hold))
-        .route("/v1/admin/service-tokens", post(admin::create_service_token))
+        .route("/v1/admin/service-tokens", post(admin::create_service_token).get(admin::list_service_tokens))
+        .route("/v1/admin/service-tokens/{token_id}", delete(admin::revoke_service_token))
         .route("/v1/admin/tenants/{tenant_id}/adjustments", post(admin::adjust))
         .route("/v1/admin/tenants/{tenant_id}/credit-conversions", post(admin::convert))
         .route("/v1/admin/tenants/{tenant_id}/pricing", get(admin::get_tenant_pricing).put(admin::put_tenant_pricing))
@@ -83,6 +86,7 @@ pub fn router(state: AppState) -> Router {
 
     api.merge(portal)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
+        .layer(middleware::from_fn(input::refuse_bad_bytes))
         .layer(middleware::from_fn_with_state(timeout, deadline))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| AppError::internal("handler panicked").into_response()))

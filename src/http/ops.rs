@@ -1,6 +1,7 @@
 //! Unauthenticated operations routes: liveness, readiness, metrics.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -31,15 +32,32 @@ pub async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
+/// How often recorded histogram samples are folded into their buckets when nobody scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// The process-wide Prometheus recorder (installed once, whatever the number of apps).
+///
+/// The recorder keeps each histogram sample until it is folded into its buckets, which a
+/// scrape or an upkeep pass does: without upkeep, a service nobody scrapes grows by every
+/// request's latency sample, forever. So a thread (independent of any async runtime, as the
+/// recorder is of any one app) runs the upkeep every few seconds for the life of the process.
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        PrometheusBuilder::new()
+        let handle = PrometheusBuilder::new()
             .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
             .expect("static buckets")
             .install_recorder()
-            .expect("one Prometheus recorder per process")
+            .expect("one Prometheus recorder per process");
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                upkeep.run_upkeep();
+            })
+            .expect("spawning the metrics upkeep thread");
+        handle
     })
 }
 

@@ -48,7 +48,13 @@ pub async fn update_tenant(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<UpdateTenant>,
 ) -> AppResult<Response> {
-    Ok(JsonResponse(StatusCode::OK, tenants::update(&s.pool, id, req).await?).into_response())
+    let status_changes = req.status.is_some();
+    let tenant = tenants::update(&s.pool, id, req).await?;
+    if status_changes {
+        // A suspension (or reactivation) applies to the tenant's keys at once on this replica.
+        s.auth_cache.forget_tenant(id);
+    }
+    Ok(JsonResponse(StatusCode::OK, tenant).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant_id}/balance", tag = "balances", responses((status = 200, body = Balance)))]

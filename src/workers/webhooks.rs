@@ -8,16 +8,25 @@
 //! mid-send leaves the claim to expire, and the event is sent again with the same
 //! `webhook-id`. Deliveries are not ordered.
 //!
+//! A slow or dead endpoint delays only its own events:
+//! - each send runs on its own task, and the loop claims again as soon as one finishes
+//!   (and every `TALLY_WORKER_INTERVAL_MS` for new events): no round waits for its slowest send;
+//! - at most `TALLY_WEBHOOK_ENDPOINT_IN_FLIGHT` sends per endpoint (tenant) are in flight in
+//!   this replica, and a claim takes at most that many of a tenant's due deliveries minus
+//!   those in flight, oldest due first across tenants; at most `TALLY_WEBHOOK_MAX_IN_FLIGHT`
+//!   sends in flight in all.
+//!
 //! Each request is signed per the Standard Webhooks spec: `webhook-id` (the event id),
 //! `webhook-timestamp` (Unix seconds) and `webhook-signature` (`v1,<base64 HMAC-SHA256>`),
 //! computed afresh for every attempt over the same body.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{Id, JoinHandle, JoinSet};
 use uuid::Uuid;
 
 use crate::error::AppResult;
@@ -25,28 +34,104 @@ use crate::services::notify::events::EventView;
 use crate::services::notify::webhooks;
 use crate::state::{App, AppState};
 
-/// Deliveries claimed per round.
-const BATCH: i64 = 32;
+/// Claims follow one another at least this far apart: a claim walks every tenant with
+/// pending deliveries, and sends finishing one by one must not each pay for a walk.
+const MIN_CLAIM_GAP: Duration = Duration::from_millis(20);
 
 pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let mut sends = Sends::default();
+        let mut last_claim = Instant::now() - MIN_CLAIM_GAP;
         loop {
-            let busy = match deliver_due(&state).await {
-                Ok(n) => n as i64 == BATCH,
-                Err(e) => {
-                    tracing::error!(error = %e, "webhook delivery round failed");
-                    false
+            let room = state.config.webhook_max_in_flight.saturating_sub(sends.tasks.len());
+            let mut full = false;
+            if room > 0 {
+                if let Some(wait) = MIN_CLAIM_GAP.checked_sub(last_claim.elapsed()) {
+                    tokio::time::sleep(wait).await;
                 }
-            };
-            if busy {
-                continue;
+                last_claim = Instant::now();
+                match claim(&state, &sends.per_tenant, room).await {
+                    Ok(claimed) => {
+                        full = claimed.len() == room;
+                        for c in claimed {
+                            sends.start(&state, c);
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "claiming webhook deliveries failed"),
+                }
             }
             tokio::select! {
-                _ = tokio::time::sleep(state.config.worker_interval) => {}
-                _ = stop.changed() => return,
+                // A slot is free: claim again at once (that tenant's next due delivery, or another's).
+                done = sends.tasks.join_next_with_id(), if !sends.tasks.is_empty() => {
+                    sends.finished(done);
+                    while let Some(done) = sends.tasks.try_join_next_with_id() {
+                        sends.finished(Some(done));
+                    }
+                }
+                _ = tokio::time::sleep(state.config.worker_interval), if !full => {}
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        break;
+                    }
+                }
             }
         }
+        sends.drain(state.config.webhook_timeout.min(Duration::from_secs(5))).await;
     })
+}
+
+/// The sends in flight in this replica, and how many per tenant.
+#[derive(Default)]
+struct Sends {
+    tasks: JoinSet<()>,
+    tenant_of: HashMap<Id, Uuid>,
+    per_tenant: HashMap<Uuid, usize>,
+}
+
+impl Sends {
+    fn start(&mut self, state: &AppState, c: Claimed) {
+        let tenant = c.event.tenant_id;
+        let app = state.clone();
+        let task = self.tasks.spawn(async move {
+            if let Err(e) = deliver(&app, c).await {
+                tracing::error!(error = %e, "recording a webhook delivery failed");
+            }
+        });
+        self.tenant_of.insert(task.id(), tenant);
+        *self.per_tenant.entry(tenant).or_default() += 1;
+    }
+
+    fn finished(&mut self, done: Option<Result<(Id, ()), tokio::task::JoinError>>) {
+        let id = match done {
+            Some(Ok((id, ()))) => id,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "a webhook send task failed");
+                e.id()
+            }
+            None => return,
+        };
+        if let Some(tenant) = self.tenant_of.remove(&id) {
+            if let Some(n) = self.per_tenant.get_mut(&tenant) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_tenant.remove(&tenant);
+                }
+            }
+        }
+    }
+
+    /// On shutdown: lets the sends in flight finish for up to `grace`, then drops the rest.
+    /// Their claims expire and another replica (or the next start) sends them again.
+    async fn drain(mut self, grace: Duration) {
+        let all = async {
+            while let Some(done) = self.tasks.join_next_with_id().await {
+                self.finished(Some(done));
+            }
+        };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("shutting down with webhook sends in flight: they will be sent again");
+        }
+    }
 }
 
 struct Claimed {
@@ -56,37 +141,56 @@ struct Claimed {
     secret: String,
 }
 
-/// Sends every due delivery once. Returns how many were claimed.
-pub async fn deliver_due(app: &App) -> AppResult<usize> {
+/// Claims up to `room` due deliveries: for each tenant with pending deliveries (walked one
+/// index probe per tenant), its oldest due ones up to the per-endpoint cap minus its sends
+/// already in flight here; then the oldest due first across tenants.
+async fn claim(app: &App, in_flight: &HashMap<Uuid, usize>, room: usize) -> AppResult<Vec<Claimed>> {
     let lease = app.config.webhook_timeout * 2;
+    let (busy, counts): (Vec<Uuid>, Vec<i32>) = in_flight.iter().map(|(t, n)| (*t, *n as i32)).unzip();
     type Row = (Uuid, Uuid, i32, String, Value, DateTime<Utc>, String, String);
     let rows: Vec<Row> = sqlx::query_as(
-        "WITH due AS ( \
-           SELECT tenant_id, event_id FROM webhook_deliveries \
-           WHERE status = 'pending' AND next_attempt_at <= now() \
-           ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+        "WITH RECURSIVE owners AS ( \
+           (SELECT tenant_id FROM webhook_deliveries WHERE status = 'pending' ORDER BY tenant_id LIMIT 1) \
+           UNION ALL \
+           SELECT (SELECT d.tenant_id FROM webhook_deliveries d \
+                   WHERE d.status = 'pending' AND d.tenant_id > o.tenant_id ORDER BY d.tenant_id LIMIT 1) \
+           FROM owners o WHERE o.tenant_id IS NOT NULL), \
+         busy AS (SELECT * FROM unnest($1::uuid[], $2::int[]) AS b (tenant_id, in_flight)), \
+         due AS ( \
+           SELECT x.tenant_id, x.event_id FROM owners o \
+           LEFT JOIN busy b ON b.tenant_id = o.tenant_id \
+           CROSS JOIN LATERAL ( \
+             SELECT d.tenant_id, d.event_id, d.next_attempt_at FROM webhook_deliveries d \
+             WHERE d.tenant_id = o.tenant_id AND d.status = 'pending' AND d.next_attempt_at <= now() \
+             ORDER BY d.next_attempt_at \
+             LIMIT GREATEST($3 - COALESCE(b.in_flight, 0), 0) \
+             FOR UPDATE SKIP LOCKED) x \
+           WHERE o.tenant_id IS NOT NULL \
+             AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.tenant_id = o.tenant_id) \
+           ORDER BY x.next_attempt_at LIMIT $4) \
          UPDATE webhook_deliveries d SET attempts = d.attempts + 1, last_attempt_at = now(), \
-           next_attempt_at = now() + make_interval(secs => $2) \
+           next_attempt_at = now() + make_interval(secs => $5) \
          FROM due, events e, webhook_endpoints w \
          WHERE d.tenant_id = due.tenant_id AND d.event_id = due.event_id \
            AND e.tenant_id = d.tenant_id AND e.id = d.event_id AND w.tenant_id = d.tenant_id \
          RETURNING d.tenant_id, d.event_id, d.attempts, e.type, e.data, e.created_at, w.url, w.secret",
     )
-    .bind(BATCH)
+    .bind(&busy)
+    .bind(&counts)
+    .bind(app.config.webhook_endpoint_in_flight as i32)
+    .bind(room as i64)
     .bind(lease.as_secs_f64())
     .fetch_all(&app.pool)
     .await?;
-    let n = rows.len();
-    let sends = rows.into_iter().map(|(tenant_id, id, attempts, kind, data, created_at, url, secret)| {
-        let event = EventView { id, kind, tenant_id, created_at, data };
-        deliver(app, Claimed { event, attempts, url, secret })
-    });
-    for r in futures::future::join_all(sends).await {
-        if let Err(e) = r {
-            tracing::error!(error = %e, "recording a webhook delivery failed");
-        }
-    }
-    Ok(n)
+    Ok(rows
+        .into_iter()
+        .map(|(tenant_id, id, attempts, kind, data, created_at, url, secret)| Claimed {
+            event: EventView { id, kind, tenant_id, created_at, data },
+            attempts,
+            url,
+            secret,
+        })
+        .collect())
 }
 
 async fn deliver(app: &App, c: Claimed) -> AppResult<()> {

@@ -73,7 +73,7 @@ impl Outcome {
         self.latencies.len()
     }
 
-    fn merge(&mut self, other: Outcome) {
+    pub fn merge(&mut self, other: Outcome) {
         self.latencies.extend(other.latencies);
         for (k, v) in other.statuses {
             *self.statuses.entry(k).or_default() += v;

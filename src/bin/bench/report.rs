@@ -102,7 +102,7 @@ impl Row {
 }
 
 /// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -110,7 +110,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn ms(d: Duration) -> f64 {
+pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -119,6 +119,18 @@ fn truncate(s: &str, max: usize) -> &str {
         Some((at, _)) => &s[..at],
         None => s,
     }
+}
+
+/// The machine and service lines of the header (the soak's whole header).
+pub fn print_machine(m: &Machine, tally: &Path) {
+    let pool = std::env::var("TALLY_DB_POOL_SIZE").unwrap_or_else(|_| "16 (default)".into());
+    println!("machine:     {} CPUs, {}, {} RAM", m.cpus, m.model, m.memory);
+    println!(
+        "busy:        {:.2} of {} cores busy just before the run (other work on the machine disturbs the figures)",
+        m.busy_before, m.cpus
+    );
+    println!("postgres:    {} (embedded, fsync on, Unix socket)", m.postgres);
+    println!("service:     {} (TALLY_DB_POOL_SIZE={pool})", tally.display());
 }
 
 pub fn print_header(m: &Machine, args: &Args, tally: &Path) {

@@ -89,6 +89,14 @@ pub struct VerifiedKey {
     pub window_resets_at: Option<DateTime<Utc>>,
 }
 
+/// A service token as listed: never the token itself.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ServiceToken {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedServiceToken {
     pub id: Uuid,
@@ -316,4 +324,32 @@ pub async fn create_service_token(pool: &PgPool, name: &str) -> AppResult<Create
         .execute(pool)
         .await?;
     Ok(CreatedServiceToken { id, name: name.trim().into(), token })
+}
+
+/// Service tokens not revoked, newest first.
+pub async fn list_service_tokens(pool: &PgPool, page: &PageParams) -> AppResult<Page<ServiceToken>> {
+    let limit = page.limit()?;
+    let rows: Vec<ServiceToken> = sqlx::query_as(
+        "SELECT id, name, created_at FROM service_tokens \
+         WHERE revoked_at IS NULL AND ($1::uuid IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+    )
+    .bind(page.cursor()?)
+    .bind(limit + 1)
+    .fetch_all(pool)
+    .await?;
+    Ok(Page::from_rows(rows, limit, |t| t.id))
+}
+
+/// Revokes a token: the row stays (transactions name it as their actor), the token never
+/// authenticates again here, and elsewhere once their cache period has passed.
+pub async fn revoke_service_token(pool: &PgPool, cache: &AuthCache, id: Uuid) -> AppResult<()> {
+    let revoked = sqlx::query("UPDATE service_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    cache.forget_service_token(id);
+    if revoked.rows_affected() == 0 {
+        return Err(AppError::NotFound);
+    }
+    Ok(())
 }

@@ -146,8 +146,9 @@ pub fn to_csv(rows: &[TransactionView]) -> String {
 }
 
 fn csv_field(s: &str) -> String {
-    // A leading =, +, - or @ would run as a formula in a spreadsheet: quote it as text.
-    let formula = s.starts_with(['=', '+', '@']) || (s.starts_with('-') && Money::parse(s).is_err());
+    // A leading =, +, - or @ would run as a formula in a spreadsheet, and so may one after a
+    // leading TAB or CR (some importers strip them): quote it as text. Negative amounts are numbers.
+    let formula = s.starts_with(['=', '+', '@', '\t', '\r']) || (s.starts_with('-') && Money::parse(s).is_err());
     if formula || s.contains([',', '"', '\n', '\r']) {
         format!("\"{}{}\"", if formula { "'" } else { "" }, s.replace('"', "\"\""))
     } else {
@@ -232,6 +233,12 @@ mod tests {
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("=SUM(A1)"), "\"'=SUM(A1)\"");
         assert_eq!(csv_field("-5.00"), "-5.00");
+        assert_eq!(csv_field("-1+cmd"), "\"'-1+cmd\"");
+        assert_eq!(csv_field("@SUM(A1)"), "\"'@SUM(A1)\"");
+        assert_eq!(csv_field("\t=1+1"), "\"'\t=1+1\"");
+        assert_eq!(csv_field("\r=1+1"), "\"'\r=1+1\"");
+        assert_eq!(csv_field("\tplain"), "\"'\tplain\"");
+        assert_eq!(csv_field("a\tb"), "a\tb", "only a leading TAB is neutralised");
     }
 
     #[test]

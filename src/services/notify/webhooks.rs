@@ -140,13 +140,50 @@ pub async fn check_url(raw: &str, allow_private: bool) -> AppResult<url::Url> {
 
 /// True for addresses on the public internet: not private, loopback, link-local,
 /// shared (CGNAT), unspecified, broadcast, multicast, documentation or benchmarking ranges.
+/// IPv6 forms that carry an IPv4 address are judged by that address where it sits at a fixed
+/// place (IPv4-mapped `::ffff:a.b.c.d`, 6to4 `2002:AABB:CCDD::/48`, NAT64 well-known prefix
+/// `64:ff9b::a.b.c.d`), and refused outright where it does not or the form is deprecated
+/// (IPv4-compatible `::a.b.c.d`, local-use NAT64 `64:ff9b:1::/48`, Teredo `2001::/32`).
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public_v4(v4),
-            None => is_public_v6(v6),
+        IpAddr::V6(v6) => match embedded_v4(v6) {
+            Embedded::V4(v4) => is_public_v4(v4),
+            Embedded::Refused => false,
+            Embedded::None => is_public_v6(v6),
         },
+    }
+}
+
+enum Embedded {
+    /// The IPv4 address the packet would reach.
+    V4(Ipv4Addr),
+    /// A translation form with no fixed place for it, or a deprecated one.
+    Refused,
+    None,
+}
+
+fn embedded_v4(ip: Ipv6Addr) -> Embedded {
+    let s = ip.segments();
+    let low32 = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Embedded::V4(v4);
+    }
+    match s {
+        // `::` and `::1` are judged as IPv6 (unspecified, loopback: both refused).
+        [0, 0, 0, 0, 0, 0, 0, 0 | 1] => Embedded::None,
+        // IPv4-compatible (deprecated by RFC 4291): no legitimate destination.
+        [0, 0, 0, 0, 0, 0, _, _] => Embedded::Refused,
+        // 6to4 (RFC 3056): the IPv4 address of the site follows the prefix.
+        [0x2002, hi, lo, ..] => Embedded::V4(Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)),
+        // NAT64 well-known prefix 64:ff9b::/96 (RFC 6052): the IPv4 address is the last 32 bits.
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Embedded::V4(low32),
+        // The rest of 64:ff9b::/32, including local-use NAT64 64:ff9b:1::/48 (RFC 8215), whose
+        // translators may embed any IPv4 address at a place that depends on their prefix length.
+        [0x64, 0xff9b, ..] => Embedded::Refused,
+        // Teredo (RFC 4380) tunnels to an obfuscated IPv4 client address.
+        [0x2001, 0, ..] => Embedded::Refused,
+        _ => Embedded::None,
     }
 }
 
@@ -172,8 +209,7 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00 // unique local
         || (first & 0xffc0) == 0xfe80 // link-local
-        || first == 0x2001 && ip.segments()[1] == 0x0db8 // documentation
-        || first == 0x0064 && ip.segments()[1] == 0xff9b) // NAT64: would reach IPv4 ranges
+        || first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
 }
 
 /// The HTTP client webhooks are sent with: no redirects, no proxy, and a resolver that
@@ -258,10 +294,31 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "64:ff9b::a00:1",
+            // IPv4-compatible: deprecated, refused whatever it embeds.
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "::169.254.169.254",
+            "::8.8.8.8",
+            // 6to4 with a private or loopback IPv4 address inside.
+            "2002:7f00:1::",
+            "2002:a00:1::1",
+            "2002:c0a8:101::1",
+            "2002:a9fe:a9fe::",
+            // NAT64 well-known prefix with a private address; local-use NAT64, all of it.
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::192.168.0.1",
+            "64:ff9b::169.254.169.254",
+            "64:ff9b:1::8.8.8.8",
+            "64:ff9b:1:ffff::1",
+            "64:ff9b:2::1",
+            // Teredo.
+            "2001:0:4136:e378::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private} must be refused");
         }
-        for public in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
+        for public in
+            ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "2002:808:808::1", "64:ff9b::8.8.8.8"]
+        {
             assert!(is_public(public.parse().unwrap()), "{public} is public");
         }
     }
@@ -276,6 +333,10 @@ mod tests {
             "http://[::1]/x",
             "https://user:pw@8.8.8.8/x",
             "http://10.0.0.1/",
+            "http://[::127.0.0.1]/x",
+            "http://[2002:7f00:1::1]/x",
+            "http://[64:ff9b::10.0.0.1]/x",
+            "http://[64:ff9b:1::1]/x",
         ] {
             assert!(check_url(bad, false).await.is_err(), "{bad} must be refused");
         }

@@ -219,6 +219,15 @@ async fn a_tenant_key_manages_only_its_own_limits() {
         .await
         .assert_error(403, "forbidden");
     app.get(&format!("/v1/tenants/{a}/spend-limits"), "nope").await.assert_error(401, "unauthorized");
+    // A suspended tenant's own key reads its limits and changes none.
+    app.patch(&format!("/v1/tenants/{a}"), ADMIN, json!({ "status": "suspended" })).await.assert(200);
+    app.get(&format!("/v1/tenants/{a}/spend-limits"), &a_secret).await.assert(200);
+    app.put(&format!("/v1/tenants/{a}/spend-limits"), &a_secret, json!({ "month": null }))
+        .await
+        .assert_error(403, "forbidden");
+    let r = app.patch(&format!("/v1/tenants/{a}/api-keys/{a_key}"), &a_secret, json!({ "spend_limit": null })).await;
+    r.assert_error(403, "forbidden");
+    assert_eq!(tenant_limits(&app, a).await["month"]["limit"], "9.00");
     app.assert_ledger_ok().await;
 }
 

@@ -70,15 +70,19 @@ impl Browser {
             return None;
         };
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let root = std::env::temp_dir().join(format!("tally-chromium-{}", Uuid::new_v4().simple()));
+        let (profile, downloads, scratch) = (root.join("profile"), root.join("downloads"), root.join("tmp"));
+        std::fs::create_dir_all(&downloads).unwrap();
+        std::fs::create_dir_all(&scratch).unwrap();
+        // Chromium's own scratch files (`org.chromium.*`) go under the test's directory too,
+        // so that removing it leaves nothing behind.
         let child = Command::new(&driver)
+            .env("TMPDIR", &scratch)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting chromedriver");
-        let root = std::env::temp_dir().join(format!("tally-chromium-{}", Uuid::new_v4().simple()));
-        let (profile, downloads) = (root.join("profile"), root.join("downloads"));
-        std::fs::create_dir_all(&downloads).unwrap();
         let mut b = Browser { client: None, driver: child, profile: root, downloads: downloads.clone() };
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
@@ -123,7 +127,11 @@ impl Browser {
     {
         let outcome = std::panic::AssertUnwindSafe(scenario(self)).catch_unwind().await;
         let failure = match outcome {
-            Ok(Ok(())) => return,
+            Ok(Ok(())) => {
+                // Ends the session, so Chromium exits before its profile is removed.
+                let _ = self.c().clone().close().await;
+                return;
+            }
             Ok(Err(e)) => format!("{e}"),
             Err(panic) => panic
                 .downcast_ref::<String>()
@@ -137,6 +145,7 @@ impl Browser {
             Ok(png) => std::fs::write(&shot, png).expect("writing the screenshot"),
             Err(e) => eprintln!("no screenshot: {e}"),
         }
+        let _ = self.c().clone().close().await;
         panic!("{test} failed at {url}: {failure}\n(screenshot: {})", shot.display());
     }
 
