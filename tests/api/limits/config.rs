@@ -292,3 +292,28 @@ async fn bad_limits_are_refused() {
     assert_eq!(tenant_limits(&app, t).await, json!({ "day": null, "month": null, "currency": "USD" }));
     app.assert_ledger_ok().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_limits() {
+    let app = TestApp::spawn().await;
+    let doc = app.get("/openapi.json", "").await;
+    doc.assert(200);
+    let paths = &doc.body["paths"];
+    for method in ["get", "put"] {
+        let responses = &paths["/v1/tenants/{tenant_id}/spend-limits"][method]["responses"];
+        for status in ["200", "400", "401", "403", "404"] {
+            assert!(responses[status].is_object(), "{method} spend-limits lacks {status}");
+        }
+    }
+    for path in ["/v1/charges", "/v1/holds"] {
+        let responses = &paths[path]["post"]["responses"];
+        assert!(responses["402"]["description"].as_str().unwrap().contains("spend_limit_exceeded"), "{path}");
+        assert!(responses["403"]["description"].as_str().unwrap().contains("model_not_allowed"), "{path}");
+    }
+    let schemas = &doc.body["components"]["schemas"];
+    for field in ["spend_limit", "allowed_models", "spent_in_window", "window_resets_at"] {
+        assert!(schemas["ApiKey"]["properties"][field].is_object(), "ApiKey.{field}");
+        assert!(schemas["VerifiedKey"]["properties"][field].is_object(), "VerifiedKey.{field}");
+    }
+    assert!(schemas["Balance"]["properties"]["runway"].is_object());
+}
