@@ -103,7 +103,10 @@ impl StripeConfig {
             return Err(err("STRIPE_SECRET_KEY", "must be a Stripe secret or restricted key (sk_… or rk_…)"));
         }
         let webhook_secret = var("STRIPE_WEBHOOK_SECRET").ok_or_else(|| {
-            err("STRIPE_WEBHOOK_SECRET", "required with TALLY_PAYMENT_PROVIDER=stripe (whsec_…, from the webhook endpoint)")
+            err(
+                "STRIPE_WEBHOOK_SECRET",
+                "required with TALLY_PAYMENT_PROVIDER=stripe (whsec_…, from the webhook endpoint)",
+            )
         })?;
         if !webhook_secret.starts_with("whsec_") {
             return Err(err("STRIPE_WEBHOOK_SECRET", "must be the endpoint's signing secret (whsec_…)"));

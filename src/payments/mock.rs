@@ -26,7 +26,9 @@ use chrono::{DateTime, Utc};
 
 use uuid::Uuid;
 
-use super::{ChargeOutcome, ChargeRequest, Journal, MethodError, MethodInfo, PaymentProvider, RefundOutcome, RefundRequest};
+use super::{
+    ChargeOutcome, ChargeRequest, Journal, MethodError, MethodInfo, PaymentProvider, RefundOutcome, RefundRequest,
+};
 use crate::money::Money;
 
 pub const OK: &str = "pm_mock_ok";
@@ -167,10 +169,9 @@ impl MockProvider {
             return outcome.clone();
         }
         let charged = s.charges.iter().find(|c| c.provider_ref == req.payment_ref).map(|c| c.amount);
-        let refunded = Money::checked_sum(
-            s.refunds.iter().filter(|r| r.payment_ref == req.payment_ref).map(|r| r.amount),
-        )
-        .unwrap_or(Money::MAX);
+        let refunded =
+            Money::checked_sum(s.refunds.iter().filter(|r| r.payment_ref == req.payment_ref).map(|r| r.amount))
+                .unwrap_or(Money::MAX);
         let outcome = match charged {
             _ if s.refund_declines > 0 => {
                 s.refund_declines -= 1;

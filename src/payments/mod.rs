@@ -143,12 +143,32 @@ pub enum MethodError {
 /// words. Amounts are already in money, not the provider's minor units.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderEvent {
-    PaymentSucceeded { intent: String, tenant: Option<Uuid>, top_up: Option<Uuid>, amount: Money, currency: String },
-    PaymentFailed { intent: String, tenant: Option<Uuid>, top_up: Option<Uuid>, reason: String, code: Option<String> },
+    PaymentSucceeded {
+        intent: String,
+        tenant: Option<Uuid>,
+        top_up: Option<Uuid>,
+        amount: Money,
+        currency: String,
+    },
+    PaymentFailed {
+        intent: String,
+        tenant: Option<Uuid>,
+        top_up: Option<Uuid>,
+        reason: String,
+        code: Option<String>,
+    },
     /// Refunds were made on a payment (through Tally or at the provider): list them.
-    Refunded { intent: String },
+    Refunded {
+        intent: String,
+    },
     /// A dispute (chargeback) took money back.
-    Disputed { dispute: String, intent: String, amount: Money, currency: String, reason: String },
+    Disputed {
+        dispute: String,
+        intent: String,
+        amount: Money,
+        currency: String,
+        reason: String,
+    },
     /// Verified, but nothing the service acts on.
     Ignored,
 }

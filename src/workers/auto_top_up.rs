@@ -164,7 +164,9 @@ async fn redrive_refunds(state: &AppState, running: &mut JoinSet<()>) -> crate::
         let mi = state.money_in.clone();
         running.spawn(async move {
             match refunds::redrive(&mi, tenant, id).await {
-                Ok(Some(settled)) => tracing::info!(%tenant, refund = %id, ?settled, "re-drove a pending top-up refund"),
+                Ok(Some(settled)) => {
+                    tracing::info!(%tenant, refund = %id, ?settled, "re-drove a pending top-up refund")
+                }
                 Ok(None) => {}
                 Err(e) => tracing::error!(%tenant, refund = %id, error = %e, "a top-up refund re-drive failed"),
             }

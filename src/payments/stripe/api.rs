@@ -53,11 +53,17 @@ impl ApiError {
 pub enum Reply {
     Ok(Value),
     /// A 4xx other than 429.
-    Refused { status: u16, error: ApiError },
+    Refused {
+        status: u16,
+        error: ApiError,
+    },
     /// 429: not processed.
     RateLimited,
     /// 5xx: finished with an error; `replayed` when it is the stored answer of the key.
-    ServerError { status: u16, replayed: bool },
+    ServerError {
+        status: u16,
+        replayed: bool,
+    },
     /// Sent, and no answer (timeout, connection lost, unreadable body).
     Lost(String),
     /// Never sent (the connection could not be opened).

@@ -34,7 +34,8 @@ fn unavailable(why: &str) -> MethodError {
 
 /// Stripe ids are letters, digits and underscores; anything else never reaches a URL path.
 fn check_id(token: &str) -> Result<(), MethodError> {
-    let ok = token.starts_with("pm_") && token.len() <= 255 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let ok =
+        token.starts_with("pm_") && token.len() <= 255 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -58,7 +59,9 @@ pub async fn attach(api: &Api, tenant: Uuid, customer: &str, token: &str) -> Res
     check_id(token)?;
     let pm = match api.get(&format!("/v1/payment_methods/{token}"), &[]).await {
         Reply::Ok(pm) => pm,
-        Reply::Refused { status: 404, .. } => return Err(MethodError::Invalid(format!("no such PaymentMethod {token}"))),
+        Reply::Refused { status: 404, .. } => {
+            return Err(MethodError::Invalid(format!("no such PaymentMethod {token}")))
+        }
         Reply::Refused { status: 400, error } => return Err(MethodError::Invalid(error.describe())),
         other => return Err(unavailable(&format!("retrieving the PaymentMethod: {other:?}"))),
     };
@@ -74,7 +77,14 @@ pub async fn attach(api: &Api, tenant: Uuid, customer: &str, token: &str) -> Res
     info(&pm)?;
     let base = format!("tally_attach_{tenant}_{token}");
     for n in 0..CHAIN {
-        match api.post(&format!("/v1/payment_methods/{token}/attach"), &[("customer", customer.into())], &chain_key(&base, n)).await {
+        match api
+            .post(
+                &format!("/v1/payment_methods/{token}/attach"),
+                &[("customer", customer.into())],
+                &chain_key(&base, n),
+            )
+            .await
+        {
             Reply::Ok(pm) if pm["customer"].as_str() == Some(customer) => return info(&pm),
             Reply::Ok(_) => return Err(MethodError::OtherCustomer("Stripe attached it to another customer".into())),
             // Attaching one PaymentMethod to one customer again changes nothing.

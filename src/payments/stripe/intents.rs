@@ -143,16 +143,22 @@ async fn find_or_create(api: &Api, req: &ChargeRequest, customer: &str, cents: i
                 }
             }
             Reply::Refused { status: 401 | 403, .. } | Reply::RateLimited | Reply::Unsent(_) => {
-                return Err(ChargeOutcome::Unavailable { reason: format!("creating the PaymentIntent: {}", what(&reply)) })
+                return Err(ChargeOutcome::Unavailable {
+                    reason: format!("creating the PaymentIntent: {}", what(&reply)),
+                })
             }
             Reply::Refused { ref error, .. } if error.kind == "idempotency_error" => {
                 // The same create is still running at Stripe: the next call finds its result.
-                return Err(ChargeOutcome::Unavailable { reason: format!("creating the PaymentIntent: {}", what(&reply)) });
+                return Err(ChargeOutcome::Unavailable {
+                    reason: format!("creating the PaymentIntent: {}", what(&reply)),
+                });
             }
             Reply::Refused { error, .. } => return Err(declined(&error.describe(), error.code.clone())),
             Reply::Lost(_) => {
                 // Unconfirmed whatever happened: nothing is charged, the next call finds it.
-                return Err(ChargeOutcome::Unavailable { reason: format!("creating the PaymentIntent: {}", what(&reply)) });
+                return Err(ChargeOutcome::Unavailable {
+                    reason: format!("creating the PaymentIntent: {}", what(&reply)),
+                });
             }
         }
     }
@@ -272,7 +278,10 @@ mod tests {
     #[test]
     fn statuses_map_to_outcomes() {
         let pi = |status: &str, err: Value| json!({ "id": "pi_1", "status": status, "last_payment_error": err });
-        assert_eq!(outcome_of(&pi("succeeded", Value::Null), true), ChargeOutcome::Succeeded { provider_ref: "pi_1".into() });
+        assert_eq!(
+            outcome_of(&pi("succeeded", Value::Null), true),
+            ChargeOutcome::Succeeded { provider_ref: "pi_1".into() }
+        );
         let declined = outcome_of(
             &pi(
                 "requires_payment_method",
@@ -285,10 +294,17 @@ mod tests {
             &pi("requires_payment_method", json!({ "type": "card_error", "code": "authentication_required" })),
             true,
         );
-        assert!(matches!(auth, ChargeOutcome::Declined { code: Some(ref c), ref reason } if c == AUTHENTICATION_REQUIRED && reason.starts_with("authentication_required")));
-        assert!(matches!(outcome_of(&pi("requires_action", Value::Null), true), ChargeOutcome::Declined { code: Some(ref c), .. } if c == AUTHENTICATION_REQUIRED));
+        assert!(
+            matches!(auth, ChargeOutcome::Declined { code: Some(ref c), ref reason } if c == AUTHENTICATION_REQUIRED && reason.starts_with("authentication_required"))
+        );
+        assert!(
+            matches!(outcome_of(&pi("requires_action", Value::Null), true), ChargeOutcome::Declined { code: Some(ref c), .. } if c == AUTHENTICATION_REQUIRED)
+        );
         assert!(matches!(outcome_of(&pi("processing", Value::Null), true), ChargeOutcome::Unknown { .. }));
-        assert!(matches!(outcome_of(&pi("requires_confirmation", Value::Null), true), ChargeOutcome::Unavailable { .. }));
+        assert!(matches!(
+            outcome_of(&pi("requires_confirmation", Value::Null), true),
+            ChargeOutcome::Unavailable { .. }
+        ));
         assert!(matches!(outcome_of(&pi("requires_confirmation", Value::Null), false), ChargeOutcome::Unknown { .. }));
     }
 }

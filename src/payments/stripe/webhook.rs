@@ -174,15 +174,19 @@ mod tests {
     #[test]
     fn events_are_read_in_the_services_words() {
         let t = Uuid::now_v7();
-        let ev = |kind: &str, object: Value| serde_json::to_vec(&json!({ "id": "evt_9", "type": kind, "data": { "object": object } })).unwrap();
+        let ev = |kind: &str, object: Value| {
+            serde_json::to_vec(&json!({ "id": "evt_9", "type": kind, "data": { "object": object } })).unwrap()
+        };
         let ok = parse(&ev(
             "payment_intent.succeeded",
             json!({ "id": "pi_1", "amount": 5000, "amount_received": 5000, "currency": "usd", "metadata": { "tally_top_up_id": t.to_string() } }),
         ))
         .unwrap();
         assert_eq!(ok.id, "evt_9");
-        assert!(matches!(ok.body, ProviderEvent::PaymentSucceeded { ref intent, top_up: Some(u), ref currency, amount, .. }
-            if intent == "pi_1" && u == t && currency == "USD" && amount == "50".parse().unwrap()));
+        assert!(
+            matches!(ok.body, ProviderEvent::PaymentSucceeded { ref intent, top_up: Some(u), ref currency, amount, .. }
+            if intent == "pi_1" && u == t && currency == "USD" && amount == "50".parse().unwrap())
+        );
         let dispute = parse(&ev(
             "charge.dispute.created",
             json!({ "id": "dp_1", "amount": 1234, "currency": "usd", "payment_intent": "pi_1", "reason": "fraudulent" }),

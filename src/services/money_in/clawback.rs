@@ -296,9 +296,8 @@ pub async fn insert(tx: &mut PgConnection, n: NewRefund<'_>) -> AppResult<Option
 pub fn take_back(books: &mut Books, row: &RefundRow, lot: Option<Uuid>) -> AppResult<(Plan, Option<Staged>)> {
     let (tenant, now) = (row.tenant_id, books.now);
     let locked = books.locked(tenant)?;
-    let lot_remaining = lot
-        .and_then(|id| locked.funds.lots.iter().find(|l| l.id == id))
-        .map_or(Money::ZERO, |l| l.remaining);
+    let lot_remaining =
+        lot.and_then(|id| locked.funds.lots.iter().find(|l| l.id == id)).map_or(Money::ZERO, |l| l.remaining);
     let plan = plan(Money::from_db(row.amount), Money::from_db(row.bonus_share), locked.funds.paid, lot_remaining);
     if plan.paid.is_zero() && plan.bonus.is_zero() {
         return Ok((plan, None));

@@ -34,11 +34,12 @@ use crate::vocab::TopUpStatus;
 /// Handles one verified event; says what became of it (for logs and the acknowledgement).
 pub async fn handle(mi: &MoneyIn, provider: &str, event: Event) -> AppResult<&'static str> {
     let pool = &mi.frame.pool;
-    let seen: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM provider_events WHERE provider = $1 AND id = $2)")
-        .bind(provider)
-        .bind(&event.id)
-        .fetch_one(pool)
-        .await?;
+    let seen: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM provider_events WHERE provider = $1 AND id = $2)")
+            .bind(provider)
+            .bind(&event.id)
+            .fetch_one(pool)
+            .await?;
     if seen {
         return Ok("duplicate");
     }
@@ -50,7 +51,9 @@ pub async fn handle(mi: &MoneyIn, provider: &str, event: Event) -> AppResult<&'s
                     tracing::error!(top_up = %row.id, intent, %amount, currency, "a payment event whose amount is not the attempt's: ignored");
                     "mismatch"
                 }
-                Some(row) => payment(mi, row, intent, ChargeOutcome::Succeeded { provider_ref: intent.clone() }).await?,
+                Some(row) => {
+                    payment(mi, row, intent, ChargeOutcome::Succeeded { provider_ref: intent.clone() }).await?
+                }
             }
         }
         ProviderEvent::PaymentFailed { intent, tenant, top_up, reason, code } => {
@@ -107,7 +110,12 @@ async fn remember(pool: &PgPool, provider: &str, event: &Event, outcome: &'stati
 
 /// The top-up attempt a payment event is about: by the tenant and attempt its metadata
 /// names, else by the PaymentIntent it recorded.
-async fn attempt(pool: &PgPool, intent: &str, tenant: Option<Uuid>, top_up: Option<Uuid>) -> AppResult<Option<TopUpRow>> {
+async fn attempt(
+    pool: &PgPool,
+    intent: &str,
+    tenant: Option<Uuid>,
+    top_up: Option<Uuid>,
+) -> AppResult<Option<TopUpRow>> {
     if let (Some(tenant), Some(top_up)) = (tenant, top_up) {
         let row: Option<TopUpRow> =
             sqlx::query_as(&format!("SELECT {COLUMNS} FROM top_ups WHERE tenant_id = $1 AND id = $2"))

@@ -132,7 +132,10 @@ impl Movement for Start {
         }
         let r = clawback::refundable(tx, c.tenant, self.top_up, None).await?;
         if r.status != TopUpStatus::Succeeded {
-            return Err(AppError::Conflict(format!("only a succeeded top-up can be refunded; this one is {}", r.status)));
+            return Err(AppError::Conflict(format!(
+                "only a succeeded top-up can be refunded; this one is {}",
+                r.status
+            )));
         }
         let left = r.left();
         let amount = match self.amount {
@@ -331,8 +334,9 @@ impl Movement for Refused {
         .fetch_one(&mut *tx)
         .await?;
         let view = RefundView::from(done);
-        let stored = store(tx, &self.row, idempotency::json(StatusCode::PAYMENT_REQUIRED, &declined_error(&view).body())?)
-            .await?;
+        let stored =
+            store(tx, &self.row, idempotency::json(StatusCode::PAYMENT_REQUIRED, &declined_error(&view).body())?)
+                .await?;
         self.settled = Some(Settled::Declined { view, stored });
         Ok(Vec::new())
     }

@@ -62,13 +62,12 @@ impl Movement for Reverse {
     async fn decide(&mut self, tx: &mut PgConnection, books: &mut Books) -> AppResult<()> {
         let m = &self.moved;
         books.locked(m.tenant)?;
-        let known: Option<RefundRow> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM top_up_refunds WHERE tenant_id = $1 AND provider_ref = $2"
-        ))
-        .bind(m.tenant)
-        .bind(&m.provider_ref)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let known: Option<RefundRow> =
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM top_up_refunds WHERE tenant_id = $1 AND provider_ref = $2"))
+                .bind(m.tenant)
+                .bind(&m.provider_ref)
+                .fetch_optional(&mut *tx)
+                .await?;
         if let Some(row) = known {
             self.outcome = Some(Reversed::Known(row.into()));
             return Ok(());
@@ -137,8 +136,8 @@ pub async fn simulate_dispute(frame: &Frame, top_up: Uuid, actor: String) -> App
     };
     match record(frame, moved).await? {
         Reversed::Done(view) | Reversed::Known(view) => Ok(view),
-        Reversed::Nothing => {
-            Err(AppError::Conflict("nothing is left to reverse: the top-up did not succeed or is fully refunded".into()))
-        }
+        Reversed::Nothing => Err(AppError::Conflict(
+            "nothing is left to reverse: the top-up did not succeed or is fully refunded".into(),
+        )),
     }
 }
