@@ -401,3 +401,28 @@ async fn amounts_stripe_cannot_charge_exactly_are_refused() {
     assert_clean(&fake);
     app.assert_ledger_ok().await;
 }
+
+#[tokio::test]
+async fn auto_top_up_charges_through_stripe_once_per_attempt() {
+    let fake = FakeStripe::start().await;
+    let app = stripe_app(&fake, |_| {}).await;
+    let t = tenant_with_card(&app, "pm_card_visa").await;
+    app.put(
+        &format!("/v1/tenants/{t}/auto-top-up"),
+        ADMIN,
+        json!({ "enabled": true, "threshold": "10", "amount": "25" }),
+    )
+    .await
+    .assert(200);
+    wait_until("the automatic top-up to be credited", Duration::from_secs(10), || async {
+        app.balance(t).await["paid"] == "25.00"
+    })
+    .await;
+    let up = the_top_up(&app, t).await;
+    assert_eq!((up["source"].as_str(), up["status"].as_str()), (Some("auto"), Some("succeeded")));
+    let id = up["id"].as_str().unwrap();
+    assert_eq!((fake.succeeded_for(id), fake.intents_for(id).len()), (1, 1));
+    assert_eq!(fake.requests(Op::CreateIntent)[0].param("amount"), Some("2500"));
+    assert_clean(&fake);
+    app.assert_ledger_ok().await;
+}

@@ -257,3 +257,21 @@ async fn concurrent_refunds_of_one_top_up_never_exceed_it() {
     assert_eq!(balance_of(&app.balance(t).await), ("0.00".into(), "0.00".into(), "0.00".into()));
     app.assert_ledger_ok().await;
 }
+
+#[tokio::test]
+async fn money_back_routes_are_in_the_openapi_document() {
+    let app = TestApp::spawn().await;
+    let doc = app.get("/openapi.json", "").await;
+    doc.assert(200);
+    for (path, method) in [
+        ("/v1/tenants/{tenant_id}/top-ups/{top_up_id}/refunds", "post"),
+        ("/v1/tenants/{tenant_id}/top-ups/{top_up_id}/refunds", "get"),
+        ("/v1/admin/mock-provider/reversals", "post"),
+        ("/v1/providers/stripe/webhook", "post"),
+    ] {
+        assert!(doc.body["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
+    }
+    let webhook = &doc.body["paths"]["/v1/providers/stripe/webhook"]["post"];
+    assert_eq!(webhook["security"], json!([{}]), "the webhook needs no bearer token");
+    app.assert_ledger_ok().await;
+}

@@ -5,7 +5,7 @@
 //! crate: the exactly-once protocol depends on details a generated SDK hides or decides for
 //! us — the exact Idempotency-Key of each step, whether an answer was replayed, the
 //! difference between a 5xx, a 429, a timeout and a connection that never opened, and a
-//! per-request timeout — and we use six endpoints, whose form encoding is a few lines.
+//! per-request timeout — and we use nine endpoints, whose form encoding is a few lines.
 //! async-stripe would add hundreds of generated modules to a 2-core build for that.
 //!
 //! Invariants (see [`intents`] for the payment protocol):
