@@ -16,12 +16,12 @@ use crate::stripe_fake::{FakeStripe, Fault, Op, SECRET_KEY, WEBHOOK_SECRET};
 use crate::top_ups::{count_type, events_of, fast, set_card, top_up, top_ups_of, wait_until};
 
 /// A service whose payment provider is Stripe at `fake`. A Stripe request waits at most
-/// a third of the 1.5 s payment timeout.
+/// a third of the 3 s payment timeout.
 pub async fn stripe_app(fake: &FakeStripe, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let base = fake.base.clone();
     TestApp::spawn_with(move |c| {
         fast(c);
-        c.payment_timeout = Duration::from_millis(1500);
+        c.payment_timeout = Duration::from_millis(3000);
         c.payment_provider = "stripe".into();
         c.stripe =
             Some(StripeConfig { secret_key: SECRET_KEY.into(), webhook_secret: WEBHOOK_SECRET.into(), api_base: base });
@@ -257,7 +257,7 @@ async fn a_timeout_is_settled_by_retrieving_the_payment_intent_never_by_a_second
 
     // The confirmation's answer never arrives in time: the retrieve right after says succeeded.
     let a = tenant_with_card(&app, "pm_card_visa").await;
-    fake.fault(Op::Confirm, Fault::Delay(Duration::from_secs(3)), 1);
+    fake.fault(Op::Confirm, Fault::Delay(Duration::from_secs(6)), 1);
     let r = top_up(&app, a, "k", "20").await;
     r.assert(201);
     assert_eq!(fake.succeeded_for(&r.str("id")), 1);
@@ -265,7 +265,7 @@ async fn a_timeout_is_settled_by_retrieving_the_payment_intent_never_by_a_second
     // The retrieve fails too: unknown. The sweep re-drives the attempt (a retrieve, never a
     // second PaymentIntent) until it is credited, and the client's key replays the answer.
     let b = tenant_with_card(&app, "pm_card_visa").await;
-    fake.fault(Op::Confirm, Fault::Delay(Duration::from_secs(3)), 1);
+    fake.fault(Op::Confirm, Fault::Delay(Duration::from_secs(6)), 1);
     fake.fault(Op::RetrieveIntent, Fault::ErrorBeforeWork, 1);
     top_up(&app, b, "k", "20").await.assert_error(503, "payment_provider_unavailable");
     let up = the_top_up(&app, b).await;
@@ -296,7 +296,7 @@ async fn a_success_that_arrives_only_by_webhook_settles_the_attempt_once() {
     // No sweep: only the webhook can tell the service.
     let app = stripe_app(&fake, |c| c.worker_interval = Duration::from_secs(3600)).await;
     let t = tenant_with_card(&app, "pm_card_visa").await;
-    fake.fault(Op::Confirm, Fault::Delay(Duration::from_secs(3)), 1);
+    fake.fault(Op::Confirm, Fault::Delay(Duration::from_secs(6)), 1);
     fake.fault(Op::RetrieveIntent, Fault::ErrorBeforeWork, 1);
     top_up(&app, t, "k", "60").await.assert_error(503, "payment_provider_unavailable");
     let up = the_top_up(&app, t).await;
@@ -336,7 +336,7 @@ async fn a_failure_that_arrives_by_webhook_fails_the_attempt() {
     let fake = FakeStripe::start().await;
     let app = stripe_app(&fake, |c| c.worker_interval = Duration::from_secs(3600)).await;
     let t = tenant_with_card(&app, "pm_card_authenticationRequired").await;
-    fake.fault(Op::Confirm, Fault::Delay(Duration::from_secs(3)), 1);
+    fake.fault(Op::Confirm, Fault::Delay(Duration::from_secs(6)), 1);
     fake.fault(Op::RetrieveIntent, Fault::ErrorBeforeWork, 1);
     top_up(&app, t, "k", "60").await.assert_error(503, "payment_provider_unavailable");
     let id = the_top_up(&app, t).await["id"].as_str().unwrap().to_string();
