@@ -68,6 +68,56 @@ pub struct Config {
     pub credits_expiring_notice: Duration,
     /// The tenant portal: `TALLY_PUBLIC_URL`, link and session lifetimes.
     pub portal: crate::portal::config::PortalConfig,
+    /// Stripe's keys and API address, when `TALLY_PAYMENT_PROVIDER=stripe`.
+    pub stripe: Option<StripeConfig>,
+}
+
+/// `STRIPE_SECRET_KEY`, `STRIPE_WEBHOOK_SECRET`, `STRIPE_API_BASE`. Its `Debug` never
+/// prints the secrets.
+#[derive(Clone)]
+pub struct StripeConfig {
+    pub secret_key: String,
+    pub webhook_secret: String,
+    /// `https://api.stripe.com`, or a local fake in tests.
+    pub api_base: String,
+}
+
+impl std::fmt::Debug for StripeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeConfig")
+            // The mode only (sk_live_, sk_test_): enough to tell which account, nothing to use.
+            .field("secret_key", &format!("{}…", self.secret_key.chars().take(8).collect::<String>()))
+            .field("webhook_secret", &"…")
+            .field("api_base", &self.api_base)
+            .finish()
+    }
+}
+
+impl StripeConfig {
+    fn from_lookup(var: &impl Fn(&'static str) -> Option<String>) -> Result<StripeConfig, ConfigError> {
+        let err = |var, message: &str| ConfigError { var, message: message.into() };
+        let secret_key = var("STRIPE_SECRET_KEY").ok_or_else(|| {
+            err("STRIPE_SECRET_KEY", "required with TALLY_PAYMENT_PROVIDER=stripe (sk_live_…, sk_test_… or rk_…)")
+        })?;
+        if !["sk_", "rk_"].iter().any(|p| secret_key.starts_with(p)) || secret_key.chars().any(char::is_whitespace) {
+            return Err(err("STRIPE_SECRET_KEY", "must be a Stripe secret or restricted key (sk_… or rk_…)"));
+        }
+        let webhook_secret = var("STRIPE_WEBHOOK_SECRET").ok_or_else(|| {
+            err(
+                "STRIPE_WEBHOOK_SECRET",
+                "required with TALLY_PAYMENT_PROVIDER=stripe (whsec_…, from the webhook endpoint)",
+            )
+        })?;
+        if !webhook_secret.starts_with("whsec_") {
+            return Err(err("STRIPE_WEBHOOK_SECRET", "must be the endpoint's signing secret (whsec_…)"));
+        }
+        let api_base = var("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".into());
+        let parsed = url::Url::parse(&api_base).map_err(|e| err("STRIPE_API_BASE", &format!("{api_base:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "https" | "http") || parsed.host().is_none() {
+            return Err(err("STRIPE_API_BASE", "must be an http(s) URL"));
+        }
+        Ok(StripeConfig { secret_key, webhook_secret, api_base: api_base.trim_end_matches('/').to_string() })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,13 +152,17 @@ impl Config {
             },
             credits_per_usd: positive_decimal(&var, "TALLY_CREDITS_PER_USD", "100")?,
             payment_provider: match var("TALLY_PAYMENT_PROVIDER").as_deref().unwrap_or("mock") {
-                "mock" => "mock".into(),
+                p @ ("mock" | "stripe") => p.into(),
                 other => {
                     return Err(ConfigError {
                         var: "TALLY_PAYMENT_PROVIDER",
-                        message: format!("unknown provider {other:?} (known: mock)"),
+                        message: format!("unknown provider {other:?} (known: mock, stripe)"),
                     })
                 }
+            },
+            stripe: match var("TALLY_PAYMENT_PROVIDER").as_deref() {
+                Some("stripe") => Some(StripeConfig::from_lookup(&var)?),
+                _ => None,
             },
             log_format: match var("TALLY_LOG_FORMAT").as_deref().unwrap_or("text") {
                 "text" => LogFormat::Text,
@@ -327,7 +381,7 @@ mod tests {
             ("TALLY_RUN_WORKERS", "enabled"),
             ("TALLY_TOP_UP_WHOLE_DOLLARS", "y"),
             ("TALLY_ADMIN_TOKEN", "short"),
-            ("TALLY_PAYMENT_PROVIDER", "stripe"),
+            ("TALLY_PAYMENT_PROVIDER", "paypal"),
             ("TALLY_PAYMENT_TIMEOUT_MS", "20000"),
             ("TALLY_WEBHOOK_MAX_ATTEMPTS", "0"),
             ("TALLY_HEADER_READ_TIMEOUT_MS", "0"),
@@ -339,5 +393,22 @@ mod tests {
             let e = with(&[(k, v)]).unwrap_err();
             assert_eq!(e.var, k, "{e}");
         }
+    }
+
+    #[test]
+    fn stripe_needs_its_keys_and_hides_them() {
+        let p = ("TALLY_PAYMENT_PROVIDER", "stripe");
+        let (sk, wh) = (("STRIPE_SECRET_KEY", "sk_test_abc123"), ("STRIPE_WEBHOOK_SECRET", "whsec_xyz"));
+        assert_eq!(with(&[p]).unwrap_err().var, "STRIPE_SECRET_KEY");
+        assert_eq!(with(&[p, sk]).unwrap_err().var, "STRIPE_WEBHOOK_SECRET");
+        assert_eq!(with(&[p, ("STRIPE_SECRET_KEY", "pk_test_abc"), wh]).unwrap_err().var, "STRIPE_SECRET_KEY");
+        assert_eq!(with(&[p, sk, ("STRIPE_WEBHOOK_SECRET", "secret")]).unwrap_err().var, "STRIPE_WEBHOOK_SECRET");
+        assert_eq!(with(&[p, sk, wh, ("STRIPE_API_BASE", "ftp://x")]).unwrap_err().var, "STRIPE_API_BASE");
+        let c = with(&[p, sk, wh]).unwrap();
+        let stripe = c.stripe.as_ref().unwrap();
+        assert_eq!(stripe.api_base, "https://api.stripe.com");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("abc123") && !shown.contains("whsec_xyz"), "{shown}");
+        assert!(with(&[]).unwrap().stripe.is_none(), "the mock needs no keys");
     }
 }

@@ -80,7 +80,7 @@ pub async fn build_state(config: Config, pool: PgPool, mock: Option<Arc<MockProv
     prices::seed(&pool, book).await.map_err(|e| format!("seeding the price book: {e}"))?;
     let price_cache = PriceCache::default();
     price_cache.reload(&pool).await.map_err(|e| format!("loading the price book: {e}"))?;
-    let (provider, mock) = crate::payments::select(&config.payment_provider, config.mock_slow_delay, mock)?;
+    let crate::payments::Selected { provider, mock, stripe } = crate::payments::select(&config, mock)?;
     let webhook_client = webhooks::client(config.webhook_timeout, config.allow_private_webhooks)?;
     let faults = Arc::new(Faults::default());
     let low_balance = Arc::new(LowBalance::default());
@@ -105,6 +105,7 @@ pub async fn build_state(config: Config, pool: PgPool, mock: Option<Arc<MockProv
         money_in,
         provider,
         mock,
+        stripe,
         faults,
         low_balance,
         webhook_client,

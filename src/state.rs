@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::faults::Faults;
 use crate::frame::Frame;
-use crate::payments::{MockProvider, PaymentProvider};
+use crate::payments::{MockProvider, PaymentProvider, StripeProvider};
 use crate::services::accounts::prices::PriceCache;
 use crate::services::money_in::MoneyIn;
 use crate::services::notify::low_balance::LowBalance;
@@ -36,6 +36,8 @@ pub struct App {
     pub provider: Arc<dyn PaymentProvider>,
     /// The mock provider, when it is the configured one (tests count its calls).
     pub mock: Option<Arc<MockProvider>>,
+    /// Stripe, when it is the configured provider (its webhook endpoint verifies with it).
+    pub stripe: Option<Arc<StripeProvider>>,
     pub faults: Arc<Faults>,
     /// The low-balance watch: its settings cache, and the wake-up of this replica's auto
     /// top-up worker when a movement takes a tenant below its threshold.

@@ -23,9 +23,11 @@ pub mod extract;
 pub mod input;
 pub mod limits;
 pub mod money;
+pub mod money_back;
 pub mod money_in;
 pub mod openapi;
 pub mod ops;
+pub mod providers;
 pub mod receipts;
 pub mod server;
 pub mod tenants;
@@ -52,6 +54,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants/{tenant_id}/top-ups", post(money_in::create_top_up).get(money_in::list_top_ups))
         .route("/v1/tenants/{tenant_id}/top-ups/{top_up_id}", get(money_in::get_top_up))
         .route("/v1/tenants/{tenant_id}/top-ups/{top_up_id}/receipt", get(money_in::top_up_receipt))
+        .route(
+            "/v1/tenants/{tenant_id}/top-ups/{top_up_id}/refunds",
+            post(money_back::refund_top_up).get(money_back::list_top_up_refunds),
+        )
+        .route("/v1/admin/mock-provider/reversals", post(money_back::mock_reversal))
+        .route("/v1/providers/stripe/webhook", post(providers::stripe_webhook))
         .route(
             "/v1/tenants/{tenant_id}/auto-top-up",
             put(money_in::put_auto_top_up).get(money_in::get_auto_top_up).delete(money_in::delete_auto_top_up),

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, limits, money, money_in, ops, tenants};
+use super::{admin, limits, money, money_back, money_in, ops, providers, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,7 @@ use super::{admin, limits, money, money_in, ops, tenants};
         money_in::put_payment_method, money_in::create_top_up, money_in::list_top_ups, money_in::get_top_up,
         money_in::top_up_receipt, money_in::put_auto_top_up, money_in::get_auto_top_up, money_in::delete_auto_top_up,
         money_in::put_webhook, money_in::list_events,
+        money_back::refund_top_up, money_back::list_top_up_refunds, money_back::mock_reversal, providers::stripe_webhook,
         admin::create_service_token, admin::list_service_tokens, admin::revoke_service_token, admin::adjust, admin::convert, admin::ledger_check,
         admin::put_price, admin::get_tenant_pricing, admin::put_tenant_pricing, admin::list_prices, admin::price_versions,
         ops::healthz, ops::readyz, ops::metrics,

@@ -20,7 +20,7 @@ impl Account {
 text_enum! {
     /// `ledger_transactions.kind`, and the `kind` of the transaction history.
     pub enum TxnKind {
-        TopUp = "top_up", Bonus = "bonus", Signup = "signup", Gift = "gift", Referral = "referral",
+        TopUp = "top_up", TopUpRefund = "top_up_refund", Bonus = "bonus", Signup = "signup", Gift = "gift", Referral = "referral",
         Compensation = "compensation", Adjustment = "adjustment", Conversion = "conversion", Usage = "usage",
         Hold = "hold", HoldRelease = "hold_release", Refund = "refund", Expiry = "expiry",
     }

@@ -10,7 +10,8 @@
 //! not come back, which it takes over and re-drives with their provider key until the
 //! provider gives a final answer (none is ever closed without one).
 //! A successful automatic attempt wakes the worker again for its tenant, since one attempt
-//! may not close the whole gap to the threshold.
+//! may not close the whole gap to the threshold. The same sweep re-drives top-up refunds the
+//! provider has not answered yet, with their own provider keys.
 //!
 //! It also runs the listener that keeps the hot path's cache of settings coherent across
 //! replicas (`services::notify::low_balance`).
@@ -29,6 +30,7 @@ use uuid::Uuid;
 use crate::services::money_in::attempts::{self, Settled};
 use crate::services::money_in::auto_top_up;
 use crate::services::money_in::records::TopUpRow;
+use crate::services::money_in::refunds;
 use crate::state::AppState;
 use crate::vocab::TopUpSource;
 
@@ -122,6 +124,9 @@ async fn run_sweep(state: &AppState, running: &mut JoinSet<()>) {
     if let Err(e) = redrive_due(state, running).await {
         tracing::error!(error = %e, "re-driving pending top-ups failed");
     }
+    if let Err(e) = redrive_refunds(state, running).await {
+        tracing::error!(error = %e, "re-driving pending top-up refunds failed");
+    }
     if let Err(e) = attempts::hand_over_stale(&state.pool, attempts::HAND_OVER_AFTER, SWEEP_BATCH).await {
         tracing::error!(error = %e, "handing stale top-ups over to the sweep failed");
     }
@@ -146,6 +151,26 @@ async fn redrive_due(state: &AppState, running: &mut JoinSet<()>) -> crate::erro
             tracing::info!(%tenant, top_up = %id, attempts = row.attempts, "re-driving a pending top-up with its provider key");
             running.spawn(run(state.clone(), row));
         }
+    }
+    Ok(())
+}
+
+/// Pending top-up refunds whose provider call is due again: same row, same provider key.
+async fn redrive_refunds(state: &AppState, running: &mut JoinSet<()>) -> crate::error::AppResult<()> {
+    for (tenant, id) in refunds::due(&state.pool, SWEEP_BATCH).await? {
+        if running.len() >= MAX_RUNNING {
+            break;
+        }
+        let mi = state.money_in.clone();
+        running.spawn(async move {
+            match refunds::redrive(&mi, tenant, id).await {
+                Ok(Some(settled)) => {
+                    tracing::info!(%tenant, refund = %id, ?settled, "re-drove a pending top-up refund")
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(%tenant, refund = %id, error = %e, "a top-up refund re-drive failed"),
+            }
+        });
     }
     Ok(())
 }

@@ -106,6 +106,8 @@ pub struct Debited {
     pub usage: Money,
     pub expired: Money,
     pub adjustment: Money,
+    /// Credit taken back when a top-up was refunded or its payment reversed.
+    pub top_up_refund: Money,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -157,6 +159,7 @@ pub async fn breakdown(pool: &PgPool, tenant_id: Uuid, w: &Window) -> AppResult<
             TxnKind::Refund => c.refund = credit,
             TxnKind::Adjustment => (c.adjustment, d.adjustment) = (credit, debit),
             TxnKind::Usage => d.usage = debit,
+            TxnKind::TopUpRefund => d.top_up_refund = debit,
             TxnKind::Expiry => d.expired = debit,
             // Between the tenant's own accounts: nothing crosses to the system side.
             TxnKind::Hold | TxnKind::HoldRelease => {}

@@ -34,6 +34,12 @@
 //! An attempt, once started, runs to its record on a task of its own ([`run`]): a client
 //! that disconnects during the provider call does not leave its outcome unrecorded.
 //!
+//! A provider whose payments take steps (Stripe: create a PaymentIntent, then confirm it)
+//! records its payment object on the row through [`RowJournal`] — committed before the step
+//! that can charge — so every later call for the row works on that one object. A provider
+//! event (a verified webhook) may settle a pending row too ([`settle`]): the same movements,
+//! acting only on a row still pending.
+//!
 //! Lock order, everywhere: the tenant's ledger lock, then its `auto_top_up` row, then the
 //! `top_ups` row.
 
@@ -54,7 +60,7 @@ use crate::frame::{Books, Movement, Response, Staged};
 use crate::idempotency::{self, Claim, Stored};
 use crate::ledger::{Account, Draft, TxnKind};
 use crate::money::Money;
-use crate::payments::{self, Answer, ChargeOutcome, ChargeRequest};
+use crate::payments::{self, Answer, ChargeOutcome, ChargeRequest, Journal};
 use crate::services::notify::events::{self, EventType};
 use crate::services::notify::low_balance::{self, LowBalance};
 use crate::vocab::{TopUpSource, TopUpStatus};
@@ -92,9 +98,9 @@ pub async fn insert(conn: &mut PgConnection, new: NewAttempt<'_>, lease: Duratio
     Ok(sqlx::query_as(&format!(
         "INSERT INTO top_ups (tenant_id, id, source, status, amount, bonus_amount, currency, payment_token, card_brand, \
            card_last4, provider_key, idempotency_key, idempotency_side, fingerprint, actor, attempts, lease_until, \
-           retry_at, last_attempt_at, created_at) \
+           retry_at, last_attempt_at, created_at, provider_customer) \
          VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, \
-           now() + make_interval(secs => $15), now() + make_interval(secs => $15), now(), $16) \
+           now() + make_interval(secs => $15), now() + make_interval(secs => $15), now(), $16, $17) \
          ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
     ))
     .bind(new.tenant)
@@ -113,6 +119,7 @@ pub async fn insert(conn: &mut PgConnection, new: NewAttempt<'_>, lease: Duratio
     .bind(new.actor)
     .bind(secs(lease))
     .bind(Utc::now())
+    .bind(&new.card.customer)
     .fetch_optional(conn)
     .await?)
 }
@@ -158,7 +165,12 @@ pub enum Settled {
 fn charge_request(row: &TopUpRow) -> ChargeRequest {
     ChargeRequest {
         idempotency_key: row.provider_key.clone(),
+        attempt_id: row.id,
+        tenant_id: row.tenant_id,
+        try_no: row.attempts,
         token: row.payment_token.clone(),
+        customer: row.provider_customer.clone(),
+        intent: row.provider_intent.clone(),
         amount: Money::from_db(row.amount),
         currency: row.currency.clone(),
         description: format!("Tally top-up {}", row.id),
@@ -172,21 +184,64 @@ pub async fn run(mi: &MoneyIn, row: TopUpRow) -> AppResult<Settled> {
 }
 
 async fn drive(mi: &MoneyIn, row: TopUpRow) -> AppResult<Settled> {
-    let answer = payments::charge_within(&*mi.provider, charge_request(&row), mi.config.payment_timeout).await;
+    let journal = RowJournal { pool: mi.frame.pool.clone(), tenant: row.tenant_id, id: row.id };
+    let answer =
+        payments::charge_within(&*mi.provider, charge_request(&row), &journal, mi.config.payment_timeout).await;
     if mi.faults.stopped_after_charge() {
         return Err(AppError::internal("stopped between the provider call and recording it (fault injection)"));
     }
-    match answer {
-        Answer::Outcome(ChargeOutcome::Succeeded { provider_ref }) => {
+    let outcome = match answer {
+        Answer::Outcome(outcome) => outcome,
+        Answer::TimedOut => ChargeOutcome::Unknown { reason: "the payment provider did not answer in time".into() },
+    };
+    settle(mi, row, outcome).await
+}
+
+/// Records a provider's outcome for a row (from a call, or from a verified provider event):
+/// a success or a decline settles it if it is still pending; no final answer leaves it
+/// pending for a re-drive with the same key.
+pub async fn settle(mi: &MoneyIn, row: TopUpRow, outcome: ChargeOutcome) -> AppResult<Settled> {
+    match outcome {
+        ChargeOutcome::Succeeded { provider_ref } => {
             let bonus_days = mi.config.top_up_bonus_expires_days;
             mi.frame.run(Credit { row, provider_ref, bonus_days, settled: None, staged: Vec::new() }).await
         }
-        Answer::Outcome(ChargeOutcome::Declined { reason }) => {
+        ChargeOutcome::Declined { reason, code } => {
             let (low, backoff) = (mi.low.clone(), mi.config.auto_top_up_backoff);
-            mi.frame.run(Decline { row, reason, low, backoff, settled: None }).await
+            mi.frame.run(Decline { row, reason, code, low, backoff, settled: None }).await
         }
-        Answer::Outcome(ChargeOutcome::Unavailable { reason }) => no_answer(mi, &row, &reason, false).await,
-        Answer::TimedOut => no_answer(mi, &row, "the payment provider did not answer in time", true).await,
+        ChargeOutcome::Unavailable { reason } => no_answer(mi, &row, &reason, false).await,
+        ChargeOutcome::Unknown { reason } => no_answer(mi, &row, &reason, true).await,
+    }
+}
+
+/// Records a row's payment object at the provider, committed at once (one statement), so
+/// that every later call for the row — after a crash, a lost answer, on another replica —
+/// works on this object and never creates a second one. Refuses a second, different one.
+pub struct RowJournal {
+    pub pool: PgPool,
+    pub tenant: Uuid,
+    pub id: Uuid,
+}
+
+#[async_trait::async_trait]
+impl Journal for RowJournal {
+    async fn record_intent(&self, intent: &str) -> Result<(), String> {
+        let r = sqlx::query(
+            "UPDATE top_ups SET provider_intent = $3 WHERE tenant_id = $1 AND id = $2 AND status = 'pending' \
+               AND (provider_intent IS NULL OR provider_intent = $3)",
+        )
+        .bind(self.tenant)
+        .bind(self.id)
+        .bind(intent)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| e.to_string())?;
+        if r.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err("the attempt is settled, or already has another payment object".into())
+        }
     }
 }
 
@@ -261,10 +316,12 @@ impl Movement for Credit {
     async fn write(&mut self, tx: &mut PgConnection, books: &Books) -> AppResult<Vec<Response>> {
         let (Some(first), Some(last)) = (self.staged.first(), self.staged.last()) else { return Ok(Vec::new()) };
         let (row, now) = (&self.row, books.now);
-        let bonus_expires_at = self.staged.get(1).and_then(|s| books.draft(*s).new_lots.first()?.expires_at);
+        let lot = self.staged.get(1).and_then(|s| books.draft(*s).new_lots.first());
+        let (bonus_expires_at, bonus_lot_id) = (lot.and_then(|l| l.expires_at), lot.map(|l| l.id));
         let done: TopUpRow = sqlx::query_as(&format!(
             "UPDATE top_ups SET status = 'succeeded', provider_ref = $3, bonus_expires_at = $4, transaction_id = $5, \
-               completed_at = $6, lease_until = NULL, retry_at = NULL, error = NULL \
+               completed_at = $6, lease_until = NULL, retry_at = NULL, error = NULL, decline_code = NULL, \
+               bonus_lot_id = $7 \
              WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
         ))
         .bind(row.tenant_id)
@@ -273,6 +330,7 @@ impl Movement for Credit {
         .bind(bonus_expires_at)
         .bind(books.draft(*first).id)
         .bind(now)
+        .bind(bonus_lot_id)
         .fetch_one(&mut *tx)
         .await?;
         if row.source == TopUpSource::Auto {
@@ -304,6 +362,7 @@ impl Movement for Credit {
 struct Decline {
     row: TopUpRow,
     reason: String,
+    code: Option<String>,
     low: std::sync::Arc<LowBalance>,
     backoff: Duration,
     settled: Option<Settled>,
@@ -325,13 +384,15 @@ impl Movement for Decline {
         }
         let row = &self.row;
         let done: TopUpRow = sqlx::query_as(&format!(
-            "UPDATE top_ups SET status = 'failed', error = $3, completed_at = $4, lease_until = NULL, retry_at = NULL \
+            "UPDATE top_ups SET status = 'failed', error = $3, completed_at = $4, lease_until = NULL, retry_at = NULL, \
+               decline_code = $5 \
              WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
         ))
         .bind(row.tenant_id)
         .bind(row.id)
         .bind(&self.reason)
         .bind(books.now)
+        .bind(&self.code)
         .fetch_one(&mut *tx)
         .await?;
         let view = TopUpView::from(done);
@@ -356,6 +417,9 @@ pub fn declined_error(view: &TopUpView, reason: &str) -> AppError {
     let mut extra = Map::new();
     extra.insert("top_up_id".into(), Value::String(view.id.to_string()));
     extra.insert("decline_reason".into(), Value::String(reason.to_string()));
+    if let Some(code) = &view.decline_code {
+        extra.insert("decline_code".into(), Value::String(code.clone()));
+    }
     AppError::PaymentDeclined(format!("the payment was declined: {reason}"), extra)
 }
 

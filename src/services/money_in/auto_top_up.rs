@@ -190,6 +190,12 @@ pub async fn put(mi: &MoneyIn, tenant: Uuid, req: AutoTopUpRequest) -> AppResult
         return Err(AppError::invalid("threshold must be positive"));
     }
     records::check_amount(&mi.config, req.amount)?;
+    // Every attempt charges a whole multiple of `amount`: the provider must take `amount` exactly.
+    let currency: Option<String> = sqlx::query_scalar("SELECT currency FROM tenants WHERE id = $1")
+        .bind(tenant)
+        .fetch_optional(&mi.frame.pool)
+        .await?;
+    mi.provider.check_amount(req.amount, &currency.ok_or(AppError::NotFound)?).map_err(AppError::invalid)?;
     if req.monthly_limit.is_some_and(|l| l < req.amount) {
         return Err(AppError::invalid("monthly_limit must be at least amount"));
     }

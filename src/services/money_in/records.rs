@@ -39,12 +39,20 @@ pub struct TopUpRow {
     pub last_attempt_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// The tenant's customer at the provider, as it was when the attempt began.
+    pub provider_customer: Option<String>,
+    /// The provider's payment object (a Stripe PaymentIntent), recorded before it is confirmed.
+    pub provider_intent: Option<String>,
+    pub decline_code: Option<String>,
+    /// The bonus lot the success granted (a refund takes bonus back from it alone).
+    pub bonus_lot_id: Option<Uuid>,
 }
 
 pub const COLUMNS: &str =
     "tenant_id, id, source, status, amount, bonus_amount, bonus_expires_at, currency, payment_token, \
      card_brand, card_last4, provider_key, provider_ref, error, idempotency_key, idempotency_side, fingerprint, \
-     actor, attempts, last_attempt_at, created_at, completed_at";
+     actor, attempts, last_attempt_at, created_at, completed_at, provider_customer, provider_intent, decline_code, \
+     bonus_lot_id";
 
 impl TopUpRow {
     /// The client's key of a manual top-up, whose response the outcome is stored under.
@@ -77,6 +85,9 @@ pub struct TopUpView {
     pub payment_method: CardView,
     pub provider_ref: Option<String>,
     pub error: Option<String>,
+    /// A failed top-up's machine-readable reason: the card's decline code, or
+    /// `authentication_required` for a card that needs 3-D Secure.
+    pub decline_code: Option<String>,
     /// Provider calls made for this top-up (all with the same provider idempotency key).
     pub attempts: i32,
     /// The balance right after the credit (in the response that made it).
@@ -100,6 +111,7 @@ impl From<TopUpRow> for TopUpView {
             payment_method: CardView { brand: r.card_brand, last4: r.card_last4 },
             provider_ref: r.provider_ref,
             error: r.error,
+            decline_code: r.decline_code,
             attempts: r.attempts,
             balance: None,
             created_at: r.created_at,

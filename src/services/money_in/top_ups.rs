@@ -123,6 +123,7 @@ impl Movement for Start {
         }
         let config = &self.mi.config;
         records::check_amount(config, self.amount)?;
+        self.mi.provider.check_amount(self.amount, &currency).map_err(AppError::invalid)?;
         let card = payment_methods::card(tx, c.tenant).await?.ok_or_else(|| {
             AppError::unprocessable(
                 "no payment method on file: set one with PUT /v1/tenants/{tenant_id}/payment-method",
