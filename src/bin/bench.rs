@@ -11,8 +11,8 @@
 //!    - warm-up: 1 s of charges at 64 clients on a tenant of its own (opens the connections);
 //!    - hot tenant: charges of 0.01 on ONE tenant at 1, 8 and 64 concurrent clients;
 //!    - hot key, hot key+limit: the same at 64 clients, every charge naming one API key,
-//!      without and with a spend limit on it (never reached), in alternating half-length
-//!      segments (three of each): what a limit costs;
+//!      without and with a spend limit on it (never reached), in adjacent pairs of
+//!      third-length segments (ABBA three times): what a limit costs;
 //!    - 10,000 tenants: each charge on a random tenant out of 10,000, 64 clients;
 //!    - estimates: `POST /v1/estimates` (pure pricing, no database write), 64 clients;
 //!    - exhaustion: 800 charges of 0.01 by 64 clients against exactly 5.00;

@@ -231,33 +231,46 @@ fn compare(rows: &[Row], scenario: &str, clients: usize) {
 }
 
 /// What a spend limit on the key costs the hot path: the same hot tenant's charges naming
-/// one key, with and without a limit on it, in alternating segments of the same run
-/// (target: within 10%). Rates are totals over all segments of each kind.
+/// one key, with and without a limit on it, in adjacent pairs of segments of the same run
+/// (target: within 10%): the median of the pairs' ratios, and the ratio of the totals.
 fn limit_cost(rows: &[Row]) {
     for b in [Batching::On, Batching::Off] {
-        let rate = |name: &str| {
-            let segs: Vec<&Row> = rows.iter().filter(|r| r.batching == b && r.scenario == name).collect();
-            let n: usize = segs.iter().map(|r| r.outcome.answered()).sum();
-            let secs: f64 = segs.iter().map(|r| r.outcome.elapsed.as_secs_f64()).sum();
-            let worst_p99 = segs.iter().map(|r| r.figures().p99).max().unwrap_or_default();
-            (!segs.is_empty()).then(|| (n as f64 / secs.max(1e-9), worst_p99, segs.len()))
-        };
-        let (Some((plain, plain_p99, n)), Some((limited, limited_p99, _))) = (rate(HOT_KEY), rate(HOT_KEY_LIMITED))
-        else {
+        let segs: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.batching == b && (r.scenario == HOT_KEY || r.scenario == HOT_KEY_LIMITED))
+            .collect();
+        let rate = |r: &Row| r.outcome.answered() as f64 / r.outcome.elapsed.as_secs_f64().max(1e-9);
+        let mut ratios: Vec<f64> = segs
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [x, y] if x.scenario != y.scenario => {
+                    let (plain, limited) = if x.scenario == HOT_KEY { (x, y) } else { (y, x) };
+                    Some(rate(limited) / rate(plain).max(1e-9))
+                }
+                _ => None,
+            })
+            .collect();
+        if ratios.is_empty() {
             continue;
+        }
+        ratios.sort_by(f64::total_cmp);
+        let total = |name: &str| {
+            let of: Vec<&&Row> = segs.iter().filter(|r| r.scenario == name).collect();
+            let n: usize = of.iter().map(|r| r.outcome.answered()).sum();
+            n as f64 / of.iter().map(|r| r.outcome.elapsed.as_secs_f64()).sum::<f64>().max(1e-9)
         };
-        let hot = find(rows, b, "hot tenant", 64).map(|r| r.figures().per_second);
+        let (plain, limited) = (total(HOT_KEY), total(HOT_KEY_LIMITED));
+        let pct = |x: f64| (x - 1.0) * 100.0;
+        let each: Vec<String> = ratios.iter().map(|r| format!("{:+.1}%", pct(*r))).collect();
         println!(
-            "spend limit on the key, batching {} @64 ({n} segments each): {:.0} vs {:.0} req/s without one = {:+.1}%{} \
-             (worst p99 {:.2} vs {:.2} ms)",
+            "spend limit on the key, batching {} @64: median of {} pairs {:+.1}% (pairs, sorted: {}); totals {:.0} vs {:.0} req/s = {:+.1}%",
             b.name(),
+            ratios.len(),
+            pct(ratios[ratios.len() / 2]),
+            each.join(" "),
             limited,
             plain,
-            (limited / plain.max(1e-9) - 1.0) * 100.0,
-            hot.map(|h| format!("; {:+.1}% vs no key at all ({h:.0} req/s)", (limited / h.max(1e-9) - 1.0) * 100.0))
-                .unwrap_or_default(),
-            ms(limited_p99),
-            ms(plain_p99)
+            pct(limited / plain.max(1e-9))
         );
     }
 }

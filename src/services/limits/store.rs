@@ -44,6 +44,8 @@ pub struct KeyRule {
 #[derive(Debug, Default)]
 pub struct Budget {
     counters: Vec<Counter>,
+    /// Whether each counter's row existed when read (then it is updated, else inserted).
+    stored: Vec<bool>,
     /// The tenant's own counters (day, then month).
     tenant: Vec<usize>,
     keys: HashMap<Uuid, KeyRule>,
@@ -121,6 +123,7 @@ impl Budgets {
                     c.spent = spent.map(Money::from_db).unwrap_or(Money::ZERO);
                     (c.warned, c.reached) = (warned.map(Money::from_db), reached.map(Money::from_db));
                     b.counters.push(c);
+                    b.stored.push(spent.is_some());
                     Some(b.counters.len() - 1)
                 }
                 _ => None,
@@ -143,16 +146,18 @@ impl Budgets {
         self.tenants.entry(tenant).or_default()
     }
 
-    /// Writes every counter that moved (one statement) and the events that became due,
-    /// in the movement's transaction.
+    /// Writes every counter that moved and the events that became due, in the movement's
+    /// transaction: one statement for the rows that exist (the steady state), one more
+    /// only when a window's first spend creates its row.
     pub async fn save(&mut self, conn: &mut PgConnection, now: DateTime<Utc>) -> AppResult<()> {
-        let mut cols = Columns::default();
+        let (mut update, mut insert) = (Columns::default(), Columns::default());
         for (tenant, b) in &self.tenants {
-            for c in b.counters.iter().filter(|c| c.dirty) {
-                cols.push(*tenant, c);
+            for (c, stored) in b.counters.iter().zip(&b.stored).filter(|(c, _)| c.dirty) {
+                if *stored { &mut update } else { &mut insert }.push(*tenant, c);
             }
         }
-        cols.write(conn, now).await?;
+        update.write(conn, now, UPDATE_COUNTERS).await?;
+        insert.write(conn, now, INSERT_COUNTERS).await?;
         for (tenant, b) in &mut self.tenants {
             for (kind, data) in std::mem::take(&mut b.due) {
                 events::emit(conn, *tenant, kind, data).await?;
@@ -220,7 +225,24 @@ fn event_data(c: &Counter, currency: &str) -> Value {
     data
 }
 
-/// Counter writes as columns, for one `UNNEST` upsert.
+/// Adds each counter's amount to its row and sets its event marks. Under the tenant's lock
+/// no other writer moves these rows meanwhile.
+const UPDATE_COUNTERS: &str = "UPDATE spend_counters c SET spent = c.spent + u.a, warned_limit = u.wa, \
+       reached_limit = u.re, updated_at = $8 \
+     FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::numeric[], $6::numeric[], \
+       $7::numeric[]) AS u (t, s, w, st, a, wa, re) \
+     WHERE c.tenant_id = u.t AND c.scope = u.s AND c.window_kind = u.w AND c.window_start = u.st";
+
+/// A window's first counter row starts from its amount (an upsert all the same).
+const INSERT_COUNTERS: &str = "INSERT INTO spend_counters (tenant_id, scope, window_kind, window_start, spent, \
+       warned_limit, reached_limit, updated_at) \
+     SELECT t, s, w, st, a, wa, re, $8 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], \
+       $5::numeric[], $6::numeric[], $7::numeric[]) AS u (t, s, w, st, a, wa, re) \
+     ON CONFLICT (tenant_id, scope, window_kind, window_start) DO UPDATE SET \
+       spent = spend_counters.spent + EXCLUDED.spent, warned_limit = EXCLUDED.warned_limit, \
+       reached_limit = EXCLUDED.reached_limit, updated_at = EXCLUDED.updated_at";
+
+/// Counter writes as columns, for one `UNNEST` statement.
 #[derive(Default)]
 struct Columns {
     tenant: Vec<Uuid>,
@@ -243,31 +265,21 @@ impl Columns {
         self.reached.push(c.reached.map(Money::as_decimal));
     }
 
-    /// Adds each counter's amount to its row (a new row starts from it) and sets its
-    /// event marks. Under the tenant's lock no other writer moves these rows meanwhile.
-    async fn write(self, conn: &mut PgConnection, now: DateTime<Utc>) -> AppResult<()> {
+    async fn write(self, conn: &mut PgConnection, now: DateTime<Utc>, sql: &'static str) -> AppResult<()> {
         if self.tenant.is_empty() {
             return Ok(());
         }
-        sqlx::query(
-            "INSERT INTO spend_counters (tenant_id, scope, window_kind, window_start, spent, warned_limit, \
-               reached_limit, updated_at) \
-             SELECT t, s, w, st, a, wa, re, $8 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], \
-               $5::numeric[], $6::numeric[], $7::numeric[]) AS u (t, s, w, st, a, wa, re) \
-             ON CONFLICT (tenant_id, scope, window_kind, window_start) DO UPDATE SET \
-               spent = spend_counters.spent + EXCLUDED.spent, warned_limit = EXCLUDED.warned_limit, \
-               reached_limit = EXCLUDED.reached_limit, updated_at = EXCLUDED.updated_at",
-        )
-        .bind(&self.tenant)
-        .bind(&self.scope)
-        .bind(&self.window)
-        .bind(&self.start)
-        .bind(&self.added)
-        .bind(&self.warned)
-        .bind(&self.reached)
-        .bind(now)
-        .execute(conn)
-        .await?;
+        sqlx::query(sql)
+            .bind(&self.tenant)
+            .bind(&self.scope)
+            .bind(&self.window)
+            .bind(&self.start)
+            .bind(&self.added)
+            .bind(&self.warned)
+            .bind(&self.reached)
+            .bind(now)
+            .execute(conn)
+            .await?;
         Ok(())
     }
 }
