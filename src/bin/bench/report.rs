@@ -259,18 +259,28 @@ fn limit_cost(rows: &[Row]) {
             let n: usize = of.iter().map(|r| r.outcome.answered()).sum();
             n as f64 / of.iter().map(|r| r.outcome.elapsed.as_secs_f64()).sum::<f64>().max(1e-9)
         };
+        // CPU (service + PostgreSQL) per charge: less sensitive to other work on the machine.
+        let cpu = |name: &str| {
+            let of: Vec<&&Row> = segs.iter().filter(|r| r.scenario == name).collect();
+            let core_secs: f64 =
+                of.iter().map(|r| (r.cpu.service + r.cpu.postgres) * r.outcome.elapsed.as_secs_f64()).sum();
+            core_secs * 1e6 / of.iter().map(|r| r.outcome.answered()).sum::<usize>().max(1) as f64
+        };
         let (plain, limited) = (total(HOT_KEY), total(HOT_KEY_LIMITED));
         let pct = |x: f64| (x - 1.0) * 100.0;
         let each: Vec<String> = ratios.iter().map(|r| format!("{:+.1}%", pct(*r))).collect();
         println!(
-            "spend limit on the key, batching {} @64: median of {} pairs {:+.1}% (pairs, sorted: {}); totals {:.0} vs {:.0} req/s = {:+.1}%",
+            "spend limit on the key, batching {} @64: median of {} pairs {:+.1}% (pairs, sorted: {}); totals {:.0} vs {:.0} req/s = {:+.1}%; \
+             CPU per charge {:.1} vs {:.1} µs",
             b.name(),
             ratios.len(),
             pct(ratios[ratios.len() / 2]),
             each.join(" "),
             limited,
             plain,
-            pct(limited / plain.max(1e-9))
+            pct(limited / plain.max(1e-9)),
+            cpu(HOT_KEY_LIMITED),
+            cpu(HOT_KEY)
         );
     }
 }
