@@ -20,6 +20,24 @@ pub struct Shortfall {
     pub auto_top_up: AutoTopUpHint,
 }
 
+/// What a charge or hold refused by a spend limit tells the caller: which limit, what it
+/// has spent in its window, what the request needed, and when the window resets.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LimitExceeded {
+    /// `api_key` or `tenant`.
+    pub scope: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_id: Option<uuid::Uuid>,
+    /// `day`, `week`, `month` or `lifetime`.
+    pub window: &'static str,
+    pub limit: Money,
+    pub spent: Money,
+    pub required: Money,
+    /// `null` for a lifetime limit.
+    pub resets_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub currency: String,
+}
+
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct AutoTopUpHint {
     pub enabled: bool,
@@ -34,6 +52,8 @@ pub enum AppError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    #[error("{0}")]
+    ModelNotAllowed(String),
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -52,6 +72,8 @@ pub enum AppError {
     Unprocessable(String),
     #[error("insufficient funds")]
     InsufficientFunds(Box<Shortfall>),
+    #[error("this would take a spend limit over: {} {} limit of {}, {} spent, {} required", .0.scope, .0.window, .0.limit, .0.spent, .0.required)]
+    SpendLimitExceeded(Box<LimitExceeded>),
     #[error("{0}")]
     PaymentDeclined(String, Map<String, Value>),
     #[error("too many requests")]
@@ -82,14 +104,14 @@ impl AppError {
         match self {
             InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
-            Forbidden(_) => StatusCode::FORBIDDEN,
+            Forbidden(_) | ModelNotAllowed(_) => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Conflict(_) | RequestInProgress => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IdempotencyKeyReused | Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            InsufficientFunds(_) | PaymentDeclined(..) => StatusCode::PAYMENT_REQUIRED,
+            InsufficientFunds(_) | PaymentDeclined(..) | SpendLimitExceeded(_) => StatusCode::PAYMENT_REQUIRED,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             PaymentProviderUnavailable | Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -103,6 +125,7 @@ impl AppError {
             InvalidRequest(_) => "invalid_request",
             Unauthorized => "unauthorized",
             Forbidden(_) => "forbidden",
+            ModelNotAllowed(_) => "model_not_allowed",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             Conflict(_) => "conflict",
@@ -112,6 +135,7 @@ impl AppError {
             IdempotencyKeyReused => "idempotency_key_reused",
             Unprocessable(_) => "unprocessable",
             InsufficientFunds(_) => "insufficient_funds",
+            SpendLimitExceeded(_) => "spend_limit_exceeded",
             PaymentDeclined(..) => "payment_declined",
             RateLimited { .. } => "rate_limited",
             PaymentProviderUnavailable => "payment_provider_unavailable",
@@ -126,6 +150,7 @@ impl AppError {
             InvalidRequest(_) => "Invalid request",
             Unauthorized => "Unauthorized",
             Forbidden(_) => "Forbidden",
+            ModelNotAllowed(_) => "Model not allowed",
             NotFound => "Not found",
             MethodNotAllowed => "Method not allowed",
             Conflict(_) => "Conflict",
@@ -135,6 +160,7 @@ impl AppError {
             IdempotencyKeyReused => "Idempotency key reused",
             Unprocessable(_) => "Unprocessable request",
             InsufficientFunds(_) => "Insufficient funds",
+            SpendLimitExceeded(_) => "Spend limit exceeded",
             PaymentDeclined(..) => "Payment declined",
             RateLimited { .. } => "Rate limited",
             PaymentProviderUnavailable => "Payment provider unavailable",
@@ -156,6 +182,11 @@ impl AppError {
         match self {
             AppError::InsufficientFunds(s) => {
                 if let Value::Object(extra) = serde_json::to_value(s).unwrap_or_default() {
+                    obj.extend(extra);
+                }
+            }
+            AppError::SpendLimitExceeded(e) => {
+                if let Value::Object(extra) = serde_json::to_value(e).unwrap_or_default() {
                     obj.extend(extra);
                 }
             }
@@ -231,5 +262,28 @@ mod tests {
         assert_eq!(b["shortfall"], "3.00");
         assert_eq!(b["auto_top_up"]["enabled"], false);
         assert_eq!(b["type"], "https://tally.dev/errors/insufficient-funds");
+    }
+
+    #[test]
+    fn spend_limit_exceeded_carries_the_limit() {
+        let e = AppError::SpendLimitExceeded(Box::new(LimitExceeded {
+            scope: "tenant",
+            api_key_id: None,
+            window: "lifetime",
+            limit: "10".parse().unwrap(),
+            spent: "9.5".parse().unwrap(),
+            required: "1".parse().unwrap(),
+            resets_at: None,
+            currency: "USD".into(),
+        }));
+        let b = e.body();
+        assert_eq!((b["status"].as_u64(), b["code"].as_str()), (Some(402), Some("spend_limit_exceeded")));
+        assert_eq!(
+            (b["limit"].as_str(), b["spent"].as_str(), b["required"].as_str()),
+            (Some("10.00"), Some("9.50"), Some("1.00"))
+        );
+        assert_eq!(b["resets_at"], Value::Null);
+        assert!(b.get("api_key_id").is_none());
+        assert_eq!(AppError::ModelNotAllowed("no".into()).status(), StatusCode::FORBIDDEN);
     }
 }

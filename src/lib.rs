@@ -7,6 +7,7 @@
 //! `scripts/module-cycles.py` checks that no two modules import each other, directly or
 //! through others.
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;

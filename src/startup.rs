@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::{generate_token, hash_token, AuthCache};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use crate::db::{self, MIGRATOR};
@@ -83,7 +84,8 @@ pub async fn build_state(config: Config, pool: PgPool, mock: Option<Arc<MockProv
     let webhook_client = webhooks::client(config.webhook_timeout, config.allow_private_webhooks)?;
     let faults = Arc::new(Faults::default());
     let low_balance = Arc::new(LowBalance::default());
-    let frame = Frame::new(pool.clone(), low_balance.clone(), faults.clone());
+    let clock = Clock::system();
+    let frame = Frame::new(pool.clone(), clock.clone(), low_balance.clone(), faults.clone());
     let charger =
         Arc::new(Charger::new(frame.clone(), config.credits_per_usd, config.charge_batching, config.charge_batch_max));
     let money_in = MoneyIn {
@@ -97,6 +99,7 @@ pub async fn build_state(config: Config, pool: PgPool, mock: Option<Arc<MockProv
         admin_token_hash: admin_token_hash(&config)?,
         auth_cache: AuthCache::new(config.auth_cache_ttl),
         prices: price_cache,
+        clock,
         frame,
         charger,
         money_in,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use crate::auth::{AuthCache, TokenHash};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::faults::Faults;
 use crate::frame::Frame;
@@ -23,6 +24,9 @@ pub struct App {
     pub admin_token_hash: TokenHash,
     pub auth_cache: AuthCache,
     pub prices: PriceCache,
+    /// The time movements are decided at: the system clock, or one a test has set. The
+    /// frame holds the same clock.
+    pub clock: Clock,
     /// Runs every money movement (and every multi-statement write).
     pub frame: Frame,
     /// Group commit of charges and holds.

@@ -10,9 +10,14 @@
 //! 3. scenarios (each `--seconds` long, 10 s by default, 3 s with `--quick`):
 //!    - warm-up: 1 s of charges at 64 clients on a tenant of its own (opens the connections);
 //!    - hot tenant: charges of 0.01 on ONE tenant at 1, 8 and 64 concurrent clients;
+//!    - hot key, hot key+limit: the same at 64 clients, every charge naming one API key,
+//!      without and with a spend limit on it (never reached), in adjacent pairs of
+//!      third-length segments (ABBA three times): what a limit costs;
 //!    - 10,000 tenants: each charge on a random tenant out of 10,000, 64 clients;
 //!    - estimates: `POST /v1/estimates` (pure pricing, no database write), 64 clients;
-//!    - exhaustion: 800 charges of 0.01 by 64 clients against exactly 5.00.
+//!    - exhaustion: 800 charges of 0.01 by 64 clients against exactly 5.00;
+//!    - limit exhaust: 800 charges of 0.01 by 64 clients naming a key limited to 5.00
+//!      (lifetime), on a tenant that could pay for all of them.
 //!
 //! Each client is a task on a separate multi-thread runtime sending one request at a time
 //! over a keep-alive connection, each with its own `Idempotency-Key`. Latency is measured
@@ -24,8 +29,9 @@
 //! without an acknowledgement (transport errors and 5xx, whose outcome the client cannot
 //! know, are counted and allowed for, and reported); that the tenants' balances plus their
 //! charges are unchanged (money only moved, 0.01 per new charge) and no balance is below
-//! zero; and for the exhaustion scenario,
-//! exactly 500 × 201, 300 × 402 `insufficient_funds` and a final balance of 0.00.
+//! zero; for the exhaustion scenario, exactly 500 × 201, 300 × 402 `insufficient_funds`
+//! and a final balance of 0.00; for the limit exhaustion, exactly 500 × 201, 300 × 402
+//! `spend_limit_exceeded` and the key's window at exactly 5.00.
 //!
 //! Each row also shows where the CPU went during the load (whole machine, service,
 //! PostgreSQL, the bench, other processes) and, per second, how many responses completed;

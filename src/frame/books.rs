@@ -41,11 +41,11 @@ pub struct Books {
     ledgers: Vec<Ledger>,
 }
 
-/// Locks `tenants` (sorted, each once) and sweeps their expired lots.
-pub async fn lock(conn: &mut PgConnection, mut tenants: Vec<Uuid>) -> AppResult<Books> {
+/// Locks `tenants` (sorted, each once) and sweeps their expired lots; `now` (the
+/// application's clock) is the time the movement decides at.
+pub async fn lock(conn: &mut PgConnection, mut tenants: Vec<Uuid>, now: DateTime<Utc>) -> AppResult<Books> {
     tenants.sort_unstable();
     tenants.dedup();
-    let now = Utc::now();
     let mut ledgers = Vec::with_capacity(tenants.len());
     for tenant in tenants {
         let Some(mut locked) = ledger::lock(conn, tenant, now).await? else { continue };

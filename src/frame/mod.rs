@@ -32,6 +32,7 @@ use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::clock::Clock;
 use crate::error::{AppError, AppResult};
 use crate::faults::Faults;
 use crate::idempotency::{self, Claim, Claimed, Stored};
@@ -132,11 +133,13 @@ pub struct Response {
     pub stored: Stored,
 }
 
-/// What the frame needs to run movements: the pool, the low-balance watch, and the fault
-/// injection points. Cheap to clone; services take it instead of the whole application.
+/// What the frame needs to run movements: the pool, the clock its decisions use, the
+/// low-balance watch, and the fault injection points. Cheap to clone; services take it
+/// instead of the whole application.
 #[derive(Clone)]
 pub struct Frame {
     pub pool: PgPool,
+    pub clock: Clock,
     low: Arc<LowBalance>,
     faults: Arc<Faults>,
 }
@@ -145,8 +148,8 @@ pub struct Frame {
 type Lowered = Vec<(Uuid, Money)>;
 
 impl Frame {
-    pub fn new(pool: PgPool, low: Arc<LowBalance>, faults: Arc<Faults>) -> Frame {
-        Frame { pool, low, faults }
+    pub fn new(pool: PgPool, clock: Clock, low: Arc<LowBalance>, faults: Arc<Faults>) -> Frame {
+        Frame { pool, clock, low, faults }
     }
 
     /// Runs `m` through every step, on a task of its own.
@@ -156,11 +159,11 @@ impl Frame {
     }
 
     async fn execute<M: Movement>(self, m: M) -> AppResult<M::Output> {
-        let low = self.low.clone();
+        let (low, clock) = (self.low.clone(), self.clock.clone());
         let (m, lowered, stored) = committed(&self.pool, move |tx| {
             Box::pin(async move {
                 let mut m = m;
-                let (lowered, stored) = steps(tx, &low, &mut m).await?;
+                let (lowered, stored) = steps(tx, &low, &clock, &mut m).await?;
                 Ok((m, lowered, stored))
             })
         })
@@ -184,13 +187,18 @@ impl Frame {
 }
 
 /// Steps 1 to 8, inside the transaction.
-async fn steps<M: Movement>(tx: &mut PgConnection, low: &LowBalance, m: &mut M) -> AppResult<(Lowered, Vec<Response>)> {
+async fn steps<M: Movement>(
+    tx: &mut PgConnection,
+    low: &LowBalance,
+    clock: &Clock,
+    m: &mut M,
+) -> AppResult<(Lowered, Vec<Response>)> {
     let results = idempotency::claim_all(tx, &m.claims()).await?;
     if !m.claimed(results)? {
         return Ok((Vec::new(), Vec::new()));
     }
     m.prepare(tx).await?;
-    let mut books = books::lock(tx, m.tenants()).await?;
+    let mut books = books::lock(tx, m.tenants(), clock.now()).await?;
     m.decide(tx, &mut books).await?;
     books.post_staged(tx).await?;
     let responses = m.write(tx, &books).await?;

@@ -21,6 +21,7 @@ pub mod admin;
 pub mod credentials;
 pub mod extract;
 pub mod input;
+pub mod limits;
 pub mod money;
 pub mod money_back;
 pub mod money_in;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/tenants/{tenant_id}/api-keys/{key_id}",
             get(tenants::get_key).patch(tenants::update_key).delete(tenants::delete_key),
         )
+        .route("/v1/tenants/{tenant_id}/spend-limits", get(limits::get_spend_limits).put(limits::put_spend_limits))
         .route("/v1/tenants/{tenant_id}/payment-method", put(money_in::put_payment_method))
         .route("/v1/tenants/{tenant_id}/top-ups", post(money_in::create_top_up).get(money_in::list_top_ups))
         .route("/v1/tenants/{tenant_id}/top-ups/{top_up_id}", get(money_in::get_top_up))

@@ -32,8 +32,9 @@ pub async fn estimate(
 
 #[utoipa::path(post, path = "/v1/charges", tag = "charges", request_body = ChargeRequest,
     params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
-    responses((status = 201, body = ChargeView), (status = 402, description = "insufficient_funds"),
-              (status = 403, description = "tenant suspended")))]
+    responses((status = 201, body = ChargeView),
+              (status = 402, description = "insufficient_funds (checked first), or spend_limit_exceeded: `scope`, `window`, `limit`, `spent`, `required`, `resets_at`, `currency`"),
+              (status = 403, description = "forbidden (tenant suspended), or model_not_allowed (the api_key_id's allowed_models lack the model)")))]
 pub async fn create_charge(
     State(s): State<AppState>,
     Backend(p): Backend,
@@ -69,7 +70,9 @@ pub async fn refund_charge(
 
 #[utoipa::path(post, path = "/v1/holds", tag = "holds", request_body = HoldRequest,
     params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
-    responses((status = 201, body = HoldView), (status = 402, description = "insufficient_funds")))]
+    responses((status = 201, body = HoldView),
+              (status = 402, description = "insufficient_funds (checked first), or spend_limit_exceeded: `scope`, `window`, `limit`, `spent`, `required`, `resets_at`, `currency`"),
+              (status = 403, description = "forbidden (tenant suspended), or model_not_allowed (the api_key_id's allowed_models lack the model)")))]
 pub async fn create_hold(
     State(s): State<AppState>,
     Backend(p): Backend,

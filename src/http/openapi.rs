@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, money, money_back, money_in, ops, providers, tenants};
+use super::{admin, limits, money, money_back, money_in, ops, providers, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,6 +13,7 @@ use super::{admin, money, money_back, money_in, ops, providers, tenants};
         tenants::get_balance, tenants::get_breakdown, tenants::list_transactions, tenants::get_usage,
         tenants::create_key, tenants::list_keys, tenants::get_key, tenants::update_key, tenants::delete_key,
         tenants::verify_key,
+        limits::get_spend_limits, limits::put_spend_limits,
         money::estimate, money::create_charge, money::get_charge, money::refund_charge,
         money::create_hold, money::get_hold, money::capture_hold, money::release_hold,
         money_in::put_payment_method, money_in::create_top_up, money_in::list_top_ups, money_in::get_top_up,

@@ -60,7 +60,7 @@ pub async fn update_tenant(
 #[utoipa::path(get, path = "/v1/tenants/{tenant_id}/balance", tag = "balances", responses((status = 200, body = Balance)))]
 pub async fn get_balance(State(s): State<AppState>, p: Principal, ApiPath(id): ApiPath<Uuid>) -> AppResult<Response> {
     p.scope(id, true)?;
-    Ok(JsonResponse(StatusCode::OK, balance::get(&s.pool, id).await?).into_response())
+    Ok(JsonResponse(StatusCode::OK, balance::get(&s.pool, id, s.clock.now()).await?).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant_id}/balance/breakdown", tag = "balances", params(Window),
@@ -113,7 +113,8 @@ pub async fn get_usage(
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/api-keys", tag = "api-keys", request_body = CreateKey,
-    responses((status = 201, body = CreatedKey)))]
+    responses((status = 201, body = CreatedKey), (status = 400, description = "invalid name, spend_limit or allowed_models"),
+              (status = 401), (status = 403, description = "a service token"), (status = 404, description = "no such tenant")))]
 pub async fn create_key(
     State(s): State<AppState>,
     p: Principal,
@@ -121,7 +122,7 @@ pub async fn create_key(
     ApiJson(req): ApiJson<CreateKey>,
 ) -> AppResult<Response> {
     p.scope(id, false)?;
-    Ok(JsonResponse(StatusCode::CREATED, api_keys::create(&s.pool, id, req).await?).into_response())
+    Ok(JsonResponse(StatusCode::CREATED, api_keys::create(&s.pool, &s.prices, id, req).await?).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant_id}/api-keys", tag = "api-keys", params(PageParams),
@@ -134,7 +135,7 @@ pub async fn list_keys(
 ) -> AppResult<Response> {
     p.scope(id, false)?;
     tenants::get(&s.pool, id).await?;
-    Ok(JsonResponse(StatusCode::OK, api_keys::list(&s.pool, id, &q).await?).into_response())
+    Ok(JsonResponse(StatusCode::OK, api_keys::list(&s.pool, id, &q, s.clock.now()).await?).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant_id}/api-keys/{key_id}", tag = "api-keys", responses((status = 200, body = ApiKey)))]
@@ -144,11 +145,12 @@ pub async fn get_key(
     ApiPath((id, key)): ApiPath<(Uuid, Uuid)>,
 ) -> AppResult<Response> {
     p.scope(id, false)?;
-    Ok(JsonResponse(StatusCode::OK, api_keys::get(&s.pool, id, key).await?).into_response())
+    Ok(JsonResponse(StatusCode::OK, api_keys::get(&s.pool, id, key, s.clock.now()).await?).into_response())
 }
 
 #[utoipa::path(patch, path = "/v1/tenants/{tenant_id}/api-keys/{key_id}", tag = "api-keys", request_body = UpdateKey,
-    responses((status = 200, body = ApiKey)))]
+    responses((status = 200, body = ApiKey), (status = 400, description = "invalid name, status, spend_limit or allowed_models"),
+              (status = 401), (status = 403, description = "a service token"), (status = 404, description = "no such key of this tenant")))]
 pub async fn update_key(
     State(s): State<AppState>,
     p: Principal,
@@ -156,7 +158,8 @@ pub async fn update_key(
     ApiJson(req): ApiJson<UpdateKey>,
 ) -> AppResult<Response> {
     p.scope(id, false)?;
-    Ok(JsonResponse(StatusCode::OK, api_keys::update(&s.pool, &s.auth_cache, id, key, req).await?).into_response())
+    let view = api_keys::update(&s.frame, &s.auth_cache, &s.prices, id, key, req).await?;
+    Ok(JsonResponse(StatusCode::OK, view).into_response())
 }
 
 #[utoipa::path(delete, path = "/v1/tenants/{tenant_id}/api-keys/{key_id}", tag = "api-keys", responses((status = 204)))]
@@ -177,7 +180,8 @@ pub struct VerifyRequest {
 }
 
 #[utoipa::path(post, path = "/v1/api-keys/verify", tag = "api-keys", request_body = VerifyRequest,
-    responses((status = 200, body = VerifiedKey), (status = 401, description = "unknown or deleted key")))]
+    responses((status = 200, body = VerifiedKey, description = "the key's tenant, status, spend limit and allowed models"),
+              (status = 400), (status = 401, description = "unknown or deleted key"), (status = 403, description = "a tenant key")))]
 pub async fn verify_key(
     State(s): State<AppState>,
     _: Backend,
@@ -186,5 +190,5 @@ pub async fn verify_key(
     if req.key.is_empty() || req.key.len() > 256 {
         return Err(AppError::Unauthorized);
     }
-    Ok(JsonResponse(StatusCode::OK, api_keys::verify(&s.pool, &req.key).await?).into_response())
+    Ok(JsonResponse(StatusCode::OK, api_keys::verify(&s.pool, &req.key, s.clock.now()).await?).into_response())
 }

@@ -23,6 +23,10 @@ pub struct Locked {
     pub funds: Funds,
     /// Bonus that is past expiry but not yet swept.
     pub expired_unswept: Money,
+    /// The tenant has spend limits of its own (`tenant_spend_limits`): a spend must read
+    /// them. Read here, in the lock's own statement, so that a tenant without any costs
+    /// its charges no extra round trip.
+    pub spend_limited: bool,
     /// The cached balances as the row stands in this transaction: [`post`] moves them with
     /// every draft, and every "balance after" is read from them.
     ///
@@ -51,15 +55,17 @@ pub async fn open_accounts(conn: &mut PgConnection, tenant_id: Uuid, currency: &
 /// `None`: no such tenant. Lots need no lock of their own: they are only written under
 /// this one.
 pub async fn lock(conn: &mut PgConnection, tenant_id: Uuid, now: DateTime<Utc>) -> Result<Option<Locked>, sqlx::Error> {
-    let row: Option<(Decimal, Decimal, Decimal, String, TenantStatus)> = sqlx::query_as(
-        "SELECT b.paid, b.bonus, b.held, b.currency, t.status \
+    let row: Option<(Decimal, Decimal, Decimal, String, TenantStatus, bool)> = sqlx::query_as(
+        "SELECT b.paid, b.bonus, b.held, b.currency, t.status, \
+           EXISTS (SELECT 1 FROM tenant_spend_limits l WHERE l.tenant_id = b.tenant_id \
+                   AND (l.day_limit IS NOT NULL OR l.month_limit IS NOT NULL)) \
          FROM balances b JOIN tenants t ON t.id = b.tenant_id \
          WHERE b.tenant_id = $1 FOR UPDATE OF b",
     )
     .bind(tenant_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((paid, bonus, held, currency, status)) = row else { return Ok(None) };
+    let Some((paid, bonus, held, currency, status, spend_limited)) = row else { return Ok(None) };
     let balances = Balances { paid: Money::from_db(paid), bonus: Money::from_db(bonus), held: Money::from_db(held) };
     let lots = if balances.bonus.is_zero() { Vec::new() } else { load_lots(conn, tenant_id).await? };
     let funds = Funds::new(balances.paid, balances.held, lots, now);
@@ -67,7 +73,7 @@ pub async fn lock(conn: &mut PgConnection, tenant_id: Uuid, now: DateTime<Utc>) 
     let expired_unswept = balances.bonus.checked_sub(funds.bonus()).filter(|m| !m.is_negative()).ok_or_else(|| {
         sqlx::Error::Decode(format!("tenant {tenant_id}: bonus lots exceed the bonus balance").into())
     })?;
-    Ok(Some(Locked { tenant_id, currency, status, funds, expired_unswept, balances }))
+    Ok(Some(Locked { tenant_id, currency, status, funds, expired_unswept, spend_limited, balances }))
 }
 
 async fn load_lots(conn: &mut PgConnection, tenant_id: Uuid) -> Result<Vec<Lot>, sqlx::Error> {

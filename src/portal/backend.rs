@@ -62,7 +62,7 @@ fn page(limit: i64, cursor: Option<String>) -> PageParams {
 // ---- balance ----------------------------------------------------------------------------
 
 pub async fn balance(pool: &PgPool, tenant: Uuid) -> AppResult<Balance> {
-    balance::get(pool, tenant).await
+    balance::get(pool, tenant, Utc::now()).await
 }
 
 /// Lifetime sums by source.
@@ -79,11 +79,10 @@ pub struct Runway {
     pub basis_days: u32,
 }
 
-/// LATER(issue 9, runway): the balance service does not compute a runway yet, so the
-/// overview shows none. When `Balance` gains `runway`, map it here; the overview page
-/// already renders `Some`.
-pub fn runway(_balance: &Balance) -> Option<Runway> {
-    None
+/// The balance's runway, as the overview shows it.
+pub fn runway(balance: &Balance) -> Option<Runway> {
+    let r = &balance.runway;
+    Some(Runway { daily_burn: r.daily_burn, days_left: r.days_left, basis_days: r.basis_days })
 }
 
 // ---- usage and history --------------------------------------------------------------------
@@ -149,7 +148,7 @@ pub async fn transactions_csv(pool: &PgPool, tenant: Uuid, f: &TxnFilter) -> App
 // ---- API keys ---------------------------------------------------------------------------
 
 pub async fn keys(pool: &PgPool, tenant: Uuid, limit: i64, cursor: Option<String>) -> AppResult<Page<ApiKey>> {
-    api_keys::list(pool, tenant, &page(limit, cursor)).await
+    api_keys::list(pool, tenant, &page(limit, cursor), Utc::now()).await
 }
 
 /// Names and prefixes of the tenant's keys (for labelling usage), at most a few thousand.
@@ -157,7 +156,7 @@ pub async fn key_labels(pool: &PgPool, tenant: Uuid) -> AppResult<HashMap<Uuid, 
     let mut out = HashMap::new();
     let mut cursor = None;
     for _ in 0..20 {
-        let p = api_keys::list(pool, tenant, &page(200, cursor)).await?;
+        let p = api_keys::list(pool, tenant, &page(200, cursor), Utc::now()).await?;
         out.extend(p.data.into_iter().map(|k| (k.id, (k.name, k.prefix))));
         match p.next_cursor {
             Some(c) => cursor = Some(c),
@@ -167,10 +166,12 @@ pub async fn key_labels(pool: &PgPool, tenant: Uuid) -> AppResult<HashMap<Uuid, 
     Ok(out)
 }
 
-pub async fn create_key(pool: &PgPool, tenant: Uuid, suspended: bool, name: String) -> AppResult<CreatedKey> {
+pub async fn create_key(state: &AppState, tenant: Uuid, suspended: bool, name: String) -> AppResult<CreatedKey> {
     writable(suspended)?;
-    // LATER(issue 9, spend limits): pass `spend_limit` and `allowed_models` from the form.
-    api_keys::create(pool, tenant, api_keys::CreateKey { name }).await
+    // LATER(issue 10, spend limits on the keys page): pass `spend_limit` and
+    // `allowed_models` from the form; the service takes them already.
+    let req = api_keys::CreateKey { name, ..Default::default() };
+    api_keys::create(&state.pool, &state.prices, tenant, req).await
 }
 
 pub async fn update_key(
@@ -183,8 +184,8 @@ pub async fn update_key(
 ) -> AppResult<ApiKey> {
     writable(suspended)?;
     let status = enabled.map(|e| if e { KeyStatus::Enabled } else { KeyStatus::Disabled });
-    let req = api_keys::UpdateKey { name, status };
-    api_keys::update(&state.pool, &state.auth_cache, tenant, key, req).await
+    let req = api_keys::UpdateKey { name, status, ..Default::default() };
+    api_keys::update(&state.frame, &state.auth_cache, &state.prices, tenant, key, req).await
 }
 
 // ---- top-ups ----------------------------------------------------------------------------

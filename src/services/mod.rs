@@ -6,7 +6,8 @@
 //! - [`spend`]: charges and the group-commit charger, holds, refunds, estimates;
 //! - [`money_in`]: top-ups, their attempts with the provider, auto top-up, payment methods;
 //! - [`notify`]: the event outbox, webhooks, low-balance events, expiry notices;
-//! - [`accounts`]: tenants, API keys, adjustments, balances, history, prices, lot expiry.
+//! - [`accounts`]: tenants, API keys, adjustments, balances, history, prices, lot expiry;
+//! - [`limits`]: spend limits per API key and per tenant, allowed models.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -14,6 +15,7 @@ use uuid::Uuid;
 use crate::error::{AppError, AppResult};
 
 pub mod accounts;
+pub mod limits;
 pub mod money_in;
 pub mod notify;
 pub mod spend;

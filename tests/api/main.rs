@@ -17,6 +17,7 @@ mod holds;
 mod idempotency;
 mod isolation;
 mod ledger;
+mod limits;
 mod ops;
 mod portal;
 mod pricing;

@@ -84,6 +84,7 @@ async fn deliveries_are_signed_retried_with_the_same_id_and_verify_independently
     assert!(secret.starts_with("whsec_"));
     let all = tally::services::notify::events::EventType::ALL;
     assert_eq!(hook.body["events"].as_array().unwrap().len(), all.len(), "all event types by default");
+    assert!(hook.body["events"].as_array().unwrap().contains(&json!("spend_limit.reached")));
     assert!(hook.body["events"].as_array().unwrap().contains(&json!("payment.reversed")));
 
     set_card(&app, t, "pm_mock_ok").await.assert(200);

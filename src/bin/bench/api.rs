@@ -2,6 +2,7 @@
 
 use futures::{stream, StreamExt, TryStreamExt};
 use reqwest::StatusCode;
+use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -80,6 +81,21 @@ impl Admin {
             .buffer_unordered(concurrency)
             .try_collect()
             .await
+    }
+
+    /// A tenant API key; with `limit`, limited to `(amount, window)`.
+    pub async fn api_key(&self, tenant: Uuid, limit: Option<(&str, &str)>) -> Result<Uuid, BoxError> {
+        let spend_limit = limit.map(|(amount, window)| json!({ "amount": amount, "window": window }));
+        let body = json!({ "name": "bench", "spend_limit": spend_limit });
+        let key = self.post(&format!("/v1/tenants/{tenant}/api-keys"), body, None).await?;
+        Ok(key["id"].as_str().ok_or("no key id")?.parse()?)
+    }
+
+    /// What the key's limit has spent in its current window, as the service reports it.
+    pub async fn key_spent(&self, tenant: Uuid, key: Uuid) -> Result<Decimal, BoxError> {
+        let req = self.http.get(format!("{}/v1/tenants/{tenant}/api-keys/{key}", self.base));
+        let body = self.send(req, StatusCode::OK, "api key").await?;
+        Ok(body["spent_in_window"].as_str().ok_or("no spent_in_window")?.parse()?)
     }
 
     pub async fn ledger_check(&self) -> Result<LedgerCheck, BoxError> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::cluster::Machine;
 use crate::cpu::Usage;
 use crate::load::Outcome;
-use crate::scenarios::Batching;
+use crate::scenarios::{Batching, HOT_KEY, HOT_KEY_LIMITED};
 use crate::verify::Verdict;
 use crate::Args;
 
@@ -192,6 +192,7 @@ pub fn print_summary(rows: &[Row]) {
         compare(rows, &spread.scenario.clone(), 64);
     }
     one_client_latency(rows);
+    limit_cost(rows);
     if rows.iter().any(|r| r.verdict.notes.iter().any(|n| n.starts_with("DRIFT"))) {
         println!(
             "caution: some scenarios drifted (see DRIFT notes): their rates depend on how much data the run \
@@ -227,6 +228,61 @@ fn compare(rows: &[Row], scenario: &str, clients: usize) {
         ms(on.p99),
         ms(off.p99)
     );
+}
+
+/// What a spend limit on the key costs the hot path: the same hot tenant's charges naming
+/// one key, with and without a limit on it, in adjacent pairs of segments of the same run
+/// (target: within 10%): the median of the pairs' ratios, and the ratio of the totals.
+fn limit_cost(rows: &[Row]) {
+    for b in [Batching::On, Batching::Off] {
+        let segs: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.batching == b && (r.scenario == HOT_KEY || r.scenario == HOT_KEY_LIMITED))
+            .collect();
+        let rate = |r: &Row| r.outcome.answered() as f64 / r.outcome.elapsed.as_secs_f64().max(1e-9);
+        let mut ratios: Vec<f64> = segs
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [x, y] if x.scenario != y.scenario => {
+                    let (plain, limited) = if x.scenario == HOT_KEY { (x, y) } else { (y, x) };
+                    Some(rate(limited) / rate(plain).max(1e-9))
+                }
+                _ => None,
+            })
+            .collect();
+        if ratios.is_empty() {
+            continue;
+        }
+        ratios.sort_by(f64::total_cmp);
+        let total = |name: &str| {
+            let of: Vec<&&Row> = segs.iter().filter(|r| r.scenario == name).collect();
+            let n: usize = of.iter().map(|r| r.outcome.answered()).sum();
+            n as f64 / of.iter().map(|r| r.outcome.elapsed.as_secs_f64()).sum::<f64>().max(1e-9)
+        };
+        // CPU (service + PostgreSQL) per charge: less sensitive to other work on the machine.
+        let cpu = |name: &str| {
+            let of: Vec<&&Row> = segs.iter().filter(|r| r.scenario == name).collect();
+            let core_secs: f64 =
+                of.iter().map(|r| (r.cpu.service + r.cpu.postgres) * r.outcome.elapsed.as_secs_f64()).sum();
+            core_secs * 1e6 / of.iter().map(|r| r.outcome.answered()).sum::<usize>().max(1) as f64
+        };
+        let (plain, limited) = (total(HOT_KEY), total(HOT_KEY_LIMITED));
+        let pct = |x: f64| (x - 1.0) * 100.0;
+        let each: Vec<String> = ratios.iter().map(|r| format!("{:+.1}%", pct(*r))).collect();
+        println!(
+            "spend limit on the key, batching {} @64: median of {} pairs {:+.1}% (pairs, sorted: {}); totals {:.0} vs {:.0} req/s = {:+.1}%; \
+             CPU per charge {:.1} vs {:.1} µs",
+            b.name(),
+            ratios.len(),
+            pct(ratios[ratios.len() / 2]),
+            each.join(" "),
+            limited,
+            plain,
+            pct(limited / plain.max(1e-9)),
+            cpu(HOT_KEY_LIMITED),
+            cpu(HOT_KEY)
+        );
+    }
 }
 
 fn one_client_latency(rows: &[Row]) {

@@ -27,12 +27,21 @@ const SPREAD_FUNDING: &str = "1000.00";
 /// The exhaustion scenario: this many charges against this much.
 const EXHAUSTION_FUNDING: &str = "5.00";
 const EXHAUSTION_REQUESTS: usize = 800;
+/// The hot-key scenarios' limit: far above what a run spends, so it never refuses, but
+/// every charge is decided against it and counted.
+const HOT_KEY_LIMIT: &str = "1000000.00";
+/// The limit-exhaustion scenario: EXHAUSTION_REQUESTS charges against a key limited to this.
+const KEY_LIMIT: &str = "5.00";
 /// Cores used by unrelated processes above which a scenario's figures are flagged.
 const DISTURBED: f64 = 0.25;
 /// A scenario whose last full second is below this share of its best early second is flagged.
 const DRIFT: f64 = 0.6;
 /// Tenants are created this many at a time.
 const SETUP_CONCURRENCY: usize = 32;
+
+/// The hot-key scenarios' names (the report compares them).
+pub const HOT_KEY: &str = "hot key";
+pub const HOT_KEY_LIMITED: &str = "hot key+limit";
 
 /// `TALLY_CHARGE_BATCHING`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +83,10 @@ fn charge_body(tenant: Uuid) -> String {
     json!({ "tenant_id": tenant, "amount": CHARGE }).to_string()
 }
 
+fn key_charge_body(tenant: Uuid, key: Uuid) -> String {
+    json!({ "tenant_id": tenant, "amount": CHARGE, "api_key_id": key }).to_string()
+}
+
 fn decimal(s: &str) -> Decimal {
     s.parse().expect("a decimal constant")
 }
@@ -106,9 +119,15 @@ pub async fn run_all(
     for clients in [1, 8, 64] {
         rows.push(run.hot_tenant("hot tenant", clients, timed).await?);
     }
+    // Without and with a limit, in adjacent pairs of short segments (ABBA ABBA ABBA): a
+    // machine whose load drifts affects both alike, and each pair is compared on its own.
+    for limited in [false, true, true, false].repeat(3) {
+        rows.push(run.hot_key(limited, 64, timed / 3).await?);
+    }
     rows.push(run.spread(64, timed).await?);
     rows.push(run.estimates(64, timed).await?);
     rows.push(run.exhaustion(64).await?);
+    rows.push(run.limit_exhaustion(64).await?);
     Ok(rows)
 }
 
@@ -159,6 +178,22 @@ impl Runner<'_> {
         .await
     }
 
+    /// (a') the hot tenant's charges naming one API key, with or without a spend limit on
+    /// it (a limit never reached: each charge is checked and counted, none refused).
+    async fn hot_key(&self, limited: bool, clients: usize, d: Duration) -> Result<Row, BoxError> {
+        let tenant = self.admin.funded_tenant("bench-hot-key", HOT_FUNDING).await?;
+        let key = self.admin.api_key(tenant, limited.then_some((HOT_KEY_LIMIT, "day"))).await?;
+        self.measure(Scenario {
+            name: if limited { HOT_KEY_LIMITED } else { HOT_KEY }.into(),
+            clients,
+            request: Request::Charge(Arc::new(vec![key_charge_body(tenant, key)])),
+            until: Until::Elapsed(d),
+            tenants: &[tenant],
+            expect: Expect::All("201"),
+        })
+        .await
+    }
+
     /// (b) each charge on a random tenant out of the shared ones.
     async fn spread(&self, clients: usize, d: Duration) -> Result<Row, BoxError> {
         self.measure(Scenario {
@@ -200,6 +235,28 @@ impl Runner<'_> {
             tenants: &[tenant],
             expect: Expect::Exhaustion {
                 funded: decimal(EXHAUSTION_FUNDING),
+                amount: decimal(CHARGE),
+                requests: EXHAUSTION_REQUESTS as u64,
+            },
+        })
+        .await
+    }
+
+    /// (d') more charges than a key's spend limit allows, all at once, on a tenant whose
+    /// balance covers them all.
+    async fn limit_exhaustion(&self, clients: usize) -> Result<Row, BoxError> {
+        let tenant = self.admin.funded_tenant("bench-limit", HOT_FUNDING).await?;
+        let key = self.admin.api_key(tenant, Some((KEY_LIMIT, "lifetime"))).await?;
+        self.measure(Scenario {
+            name: "limit exhaust".into(),
+            clients,
+            request: Request::Charge(Arc::new(vec![key_charge_body(tenant, key)])),
+            until: Until::Total(EXHAUSTION_REQUESTS),
+            tenants: &[tenant],
+            expect: Expect::LimitExhaustion {
+                tenant,
+                key,
+                limit: decimal(KEY_LIMIT),
                 amount: decimal(CHARGE),
                 requests: EXHAUSTION_REQUESTS as u64,
             },

@@ -18,6 +18,10 @@ pub enum Expect {
     /// `requests` charges of `amount` against exactly `funded`: as many succeed as fit,
     /// every other one gets 402 `insufficient_funds`, and the balance ends at zero.
     Exhaustion { funded: Decimal, amount: Decimal, requests: u64 },
+    /// `requests` charges of `amount` naming `key`, whose spend limit is `limit` (the
+    /// balance covers them all): as many succeed as the limit allows, every other one gets
+    /// 402 `spend_limit_exceeded`, and the key's window has spent exactly what succeeded.
+    LimitExhaustion { tenant: Uuid, key: Uuid, limit: Decimal, amount: Decimal, requests: u64 },
 }
 
 /// The scenario's tenants' charges and balances at one moment.
@@ -83,6 +87,10 @@ impl Check<'_> {
         self.money_conserved(&mut v, &after);
         self.no_negative_balance(&mut v).await?;
         self.expectation(&mut v, out, &after);
+        if let Expect::LimitExhaustion { tenant, key, limit, amount, requests } = &self.expect {
+            let spent = self.admin.key_spent(*tenant, *key).await?;
+            limit_exhaustion(&mut v, out, spent, *limit, *amount, *requests);
+        }
         if out.unknown > 0 {
             v.notes.push(format!("{} request(s) with an unknown outcome (transport error or 5xx)", out.unknown));
         }
@@ -179,6 +187,7 @@ impl Check<'_> {
                 }
             }
             Expect::Exhaustion { funded, amount, requests } => exhaustion(v, out, after, *funded, *amount, *requests),
+            Expect::LimitExhaustion { .. } => {}
         }
     }
 }
@@ -200,4 +209,22 @@ fn exhaustion(v: &mut Verdict, out: &Outcome, after: &Snapshot, funded: Decimal,
     });
     let left = funded - amount * Decimal::from(fit);
     v.require(after.balance == left, || format!("exhaustion: balance ends at {}, expected {left}", after.balance));
+}
+
+/// Exactly as many charges succeed as the key's limit allows; every other one is a 402
+/// `spend_limit_exceeded`; the key's window has spent exactly what succeeded, never more
+/// than the limit.
+fn limit_exhaustion(v: &mut Verdict, out: &Outcome, spent: Decimal, limit: Decimal, amount: Decimal, requests: u64) {
+    let fit = (limit / amount).floor().try_into().unwrap_or(u64::MAX).min(requests);
+    let (ok, refused) = (out.count("201"), out.count("402 spend_limit_exceeded"));
+    v.require(ok == fit && refused == requests - fit, || {
+        format!(
+            "limit exhaustion: {ok} × 201 and {refused} × 402 spend_limit_exceeded, expected {fit} and {}",
+            requests - fit
+        )
+    });
+    let expected = amount * Decimal::from(ok);
+    v.require(spent == expected && spent <= limit, || {
+        format!("limit exhaustion: the key's window spent {spent}, expected {expected} (limit {limit})")
+    });
 }

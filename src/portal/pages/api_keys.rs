@@ -69,7 +69,7 @@ pub async fn create(State(s): State<AppState>, sess: PortalSession, form: Fields
     sess.check(&form)?;
     let PortalSession(sess) = sess;
     let name = form.text("name").unwrap_or_default();
-    match backend::create_key(&s.pool, sess.tenant_id, sess.suspended, name).await {
+    match backend::create_key(&s, sess.tenant_id, sess.suspended, name).await {
         Ok(created) => render(&s, &sess, None, Message::Created(created), StatusCode::CREATED).await,
         Err(AppError::InvalidRequest(why)) => {
             render(&s, &sess, None, Message::Error(sentence(&why)), StatusCode::BAD_REQUEST).await

@@ -1,4 +1,9 @@
 //! Tenant API keys and service tokens: created with a secret shown once, stored as hashes.
+//!
+//! A key may carry a spend limit and a list of allowed models (`services::limits`): its
+//! views show them with what the limit's current window has spent (read from the limit's
+//! counter, never from history). `now` is the application clock's time: it says which
+//! window is current.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -8,23 +13,38 @@ use uuid::Uuid;
 
 use crate::auth::{generate_token, hash_token, visible_prefix, AuthCache};
 use crate::error::{AppError, AppResult};
+use crate::frame::Frame;
 use crate::ids::new_id;
 use crate::money::Money;
+use crate::services::accounts::prices::PriceCache;
+use crate::services::limits::rules::{self, present, KeyChange, SpendLimit};
+use crate::services::limits::window::{self, Window};
 use crate::services::{Page, PageParams};
 use crate::vocab::KeyStatus;
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     pub name: String,
+    /// At most `amount` per `window`; `null` or absent: no limit.
+    pub spend_limit: Option<SpendLimit>,
+    /// The models charges and holds naming this key may use; `null` or absent: all.
+    pub allowed_models: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// Absent fields are left as they are; `null` removes a limit or the model list.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
     pub name: Option<String>,
     /// `enabled` or `disabled`.
     pub status: Option<KeyStatus>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<SpendLimit>, nullable)]
+    pub spend_limit: Option<Option<SpendLimit>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>, nullable)]
+    pub allowed_models: Option<Option<Vec<String>>>,
 }
 
 /// A newly created key: `key` is shown this once.
@@ -35,6 +55,8 @@ pub struct CreatedKey {
     pub key: String,
     pub prefix: String,
     pub status: KeyStatus,
+    pub spend_limit: Option<SpendLimit>,
+    pub allowed_models: Option<Vec<String>>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -48,6 +70,12 @@ pub struct ApiKey {
     pub last_used_at: Option<DateTime<Utc>>,
     /// Net usage (charges minus refunds) attributed to this key.
     pub used_amount: Money,
+    pub spend_limit: Option<SpendLimit>,
+    pub allowed_models: Option<Vec<String>>,
+    /// What the limit's current window has spent ("0.00" without a limit).
+    pub spent_in_window: Money,
+    /// When the limit's window resets; `null` for `lifetime` or no limit.
+    pub window_resets_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -55,6 +83,10 @@ pub struct VerifiedKey {
     pub tenant_id: Uuid,
     pub api_key_id: Uuid,
     pub status: KeyStatus,
+    pub spend_limit: Option<SpendLimit>,
+    pub allowed_models: Option<Vec<String>>,
+    pub spent_in_window: Money,
+    pub window_resets_at: Option<DateTime<Utc>>,
 }
 
 /// A service token as listed: never the token itself.
@@ -79,13 +111,19 @@ fn check_name(name: &str) -> AppResult<()> {
     Ok(())
 }
 
-pub async fn create(pool: &PgPool, tenant_id: Uuid, req: CreateKey) -> AppResult<CreatedKey> {
+pub async fn create(pool: &PgPool, prices: &PriceCache, tenant_id: Uuid, req: CreateKey) -> AppResult<CreatedKey> {
     check_name(&req.name)?;
+    if let Some(l) = &req.spend_limit {
+        l.check()?;
+    }
+    let allowed_models = req.allowed_models.map(|m| rules::check_models(prices, m)).transpose()?;
     let key = generate_token("tk");
     let (id, created_at) = (new_id(), Utc::now());
+    // A new key has spent nothing: its limit's counter starts with its first spend.
     let inserted = sqlx::query(
-        "INSERT INTO api_keys (tenant_id, id, name, prefix, key_hash, status, created_at) \
-         SELECT $1, $2, $3, $4, $5, 'enabled', $6 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1)",
+        "INSERT INTO api_keys (tenant_id, id, name, prefix, key_hash, status, created_at, spend_limit, spend_window, \
+           allowed_models) \
+         SELECT $1, $2, $3, $4, $5, 'enabled', $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1)",
     )
     .bind(tenant_id)
     .bind(id)
@@ -93,6 +131,9 @@ pub async fn create(pool: &PgPool, tenant_id: Uuid, req: CreateKey) -> AppResult
     .bind(visible_prefix(&key))
     .bind(&hash_token(&key)[..])
     .bind(created_at)
+    .bind(req.spend_limit.map(|l| l.amount.as_decimal()))
+    .bind(req.spend_limit.map(|l| l.window))
+    .bind(&allowed_models)
     .execute(pool)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -104,58 +145,107 @@ pub async fn create(pool: &PgPool, tenant_id: Uuid, req: CreateKey) -> AppResult
         prefix: visible_prefix(&key),
         key,
         status: KeyStatus::Enabled,
+        spend_limit: req.spend_limit,
+        allowed_models,
         created_at,
     })
 }
 
-type KeyRow = (Uuid, String, String, KeyStatus, DateTime<Utc>, Option<DateTime<Utc>>, Decimal);
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    id: Uuid,
+    name: String,
+    prefix: String,
+    status: KeyStatus,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    used: Decimal,
+    spend_limit: Option<Decimal>,
+    spend_window: Option<Window>,
+    allowed_models: Option<Vec<String>>,
+    spent: Option<Decimal>,
+}
 
+/// `$1`: the tenant; `$2..$5`: the current window starts (`window::starts`).
 const SELECT_KEYS: &str = "SELECT k.id, k.name, k.prefix, k.status, k.created_at, \
-       GREATEST(k.last_used_at, u.last_at), COALESCE(u.used, 0) - COALESCE(r.refunded, 0) \
+       GREATEST(k.last_used_at, u.last_at) AS last_used_at, COALESCE(u.used, 0) - COALESCE(r.refunded, 0) AS used, \
+       k.spend_limit, k.spend_window, k.allowed_models, sc.spent \
      FROM api_keys k \
      LEFT JOIN LATERAL (SELECT sum(c.amount) AS used, max(c.created_at) AS last_at FROM charges c \
                         WHERE c.tenant_id = k.tenant_id AND c.api_key_id = k.id) u ON true \
      LEFT JOIN LATERAL (SELECT sum(f.amount) AS refunded FROM refunds f JOIN charges c \
                           ON c.tenant_id = f.tenant_id AND c.id = f.charge_id \
                         WHERE c.tenant_id = k.tenant_id AND c.api_key_id = k.id) r ON true \
+     LEFT JOIN spend_counters sc ON sc.tenant_id = k.tenant_id AND sc.scope = k.id \
+       AND sc.window_kind = k.spend_window \
+       AND sc.window_start = (CASE k.spend_window WHEN 'day' THEN $2 WHEN 'week' THEN $3 WHEN 'month' THEN $4 \
+                              ELSE $5 END)::timestamptz \
      WHERE k.tenant_id = $1 AND k.deleted_at IS NULL";
 
-fn to_key(r: KeyRow) -> ApiKey {
-    ApiKey {
-        id: r.0,
-        name: r.1,
-        prefix: r.2,
-        status: r.3,
-        created_at: r.4,
-        last_used_at: r.5,
-        used_amount: Money::from_db(r.6),
+/// A key's limit as views show it: the limit, its window's spend, when the window resets.
+fn limit_view(
+    limit: Option<Decimal>,
+    window: Option<Window>,
+    spent: Option<Decimal>,
+    now: DateTime<Utc>,
+) -> (Option<SpendLimit>, Money, Option<DateTime<Utc>>) {
+    match (limit, window) {
+        (Some(l), Some(w)) => (
+            Some(SpendLimit { amount: Money::from_db(l), window: w }),
+            spent.map(Money::from_db).unwrap_or(Money::ZERO),
+            w.resets_at(now),
+        ),
+        _ => (None, Money::ZERO, None),
     }
 }
 
-pub async fn list(pool: &PgPool, tenant_id: Uuid, page: &PageParams) -> AppResult<Page<ApiKey>> {
+fn to_key(r: KeyRow, now: DateTime<Utc>) -> ApiKey {
+    let (spend_limit, spent_in_window, window_resets_at) = limit_view(r.spend_limit, r.spend_window, r.spent, now);
+    ApiKey {
+        id: r.id,
+        name: r.name,
+        prefix: r.prefix,
+        status: r.status,
+        created_at: r.created_at,
+        last_used_at: r.last_used_at,
+        used_amount: Money::from_db(r.used),
+        spend_limit,
+        allowed_models: r.allowed_models,
+        spent_in_window,
+        window_resets_at,
+    }
+}
+
+fn bind_starts<'q, O>(
+    q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    tenant_id: Uuid,
+    now: DateTime<Utc>,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    let [day, week, month, life] = window::starts(now);
+    q.bind(tenant_id).bind(day).bind(week).bind(month).bind(life)
+}
+
+pub async fn list(pool: &PgPool, tenant_id: Uuid, page: &PageParams, now: DateTime<Utc>) -> AppResult<Page<ApiKey>> {
     let limit = page.limit()?;
+    let sql = format!("{SELECT_KEYS} AND ($6::uuid IS NULL OR k.id < $6) ORDER BY k.id DESC LIMIT $7");
     let rows: Vec<KeyRow> =
-        sqlx::query_as(&format!("{SELECT_KEYS} AND ($2::uuid IS NULL OR k.id < $2) ORDER BY k.id DESC LIMIT $3"))
-            .bind(tenant_id)
-            .bind(page.cursor()?)
-            .bind(limit + 1)
-            .fetch_all(pool)
-            .await?;
-    Ok(Page::from_rows(rows.into_iter().map(to_key).collect(), limit, |k| k.id))
+        bind_starts(sqlx::query_as(&sql), tenant_id, now).bind(page.cursor()?).bind(limit + 1).fetch_all(pool).await?;
+    Ok(Page::from_rows(rows.into_iter().map(|r| to_key(r, now)).collect(), limit, |k| k.id))
 }
 
-pub async fn get(pool: &PgPool, tenant_id: Uuid, key_id: Uuid) -> AppResult<ApiKey> {
-    let row: Option<KeyRow> = sqlx::query_as(&format!("{SELECT_KEYS} AND k.id = $2"))
-        .bind(tenant_id)
-        .bind(key_id)
-        .fetch_optional(pool)
-        .await?;
-    row.map(to_key).ok_or(AppError::NotFound)
+pub async fn get(pool: &PgPool, tenant_id: Uuid, key_id: Uuid, now: DateTime<Utc>) -> AppResult<ApiKey> {
+    let sql = format!("{SELECT_KEYS} AND k.id = $6");
+    let row: Option<KeyRow> =
+        bind_starts(sqlx::query_as(&sql), tenant_id, now).bind(key_id).fetch_optional(pool).await?;
+    row.map(|r| to_key(r, now)).ok_or(AppError::NotFound)
 }
 
+/// Renames, enables or disables a key, and sets or removes its spend limit and allowed
+/// models, under the tenant's lock (a new limit is recounted from history at once).
 pub async fn update(
-    pool: &PgPool,
+    frame: &Frame,
     cache: &AuthCache,
+    prices: &PriceCache,
     tenant_id: Uuid,
     key_id: Uuid,
     req: UpdateKey,
@@ -163,21 +253,22 @@ pub async fn update(
     if let Some(n) = &req.name {
         check_name(n)?;
     }
-    let updated = sqlx::query(
-        "UPDATE api_keys SET name = COALESCE($3, name), status = COALESCE($4, status) \
-         WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
-    )
-    .bind(tenant_id)
-    .bind(key_id)
-    .bind(req.name.as_deref().map(str::trim))
-    .bind(req.status)
-    .execute(pool)
-    .await?;
-    if updated.rows_affected() == 0 {
-        return Err(AppError::NotFound);
+    if let Some(Some(l)) = &req.spend_limit {
+        l.check()?;
     }
+    let allowed_models = match req.allowed_models {
+        Some(Some(m)) => Some(Some(rules::check_models(prices, m)?)),
+        other => other,
+    };
+    let change = KeyChange {
+        name: req.name.as_deref().map(|n| n.trim().to_string()),
+        status: req.status,
+        spend_limit: req.spend_limit,
+        allowed_models,
+    };
+    rules::change_key(frame, tenant_id, key_id, change).await?;
     cache.forget_key(key_id);
-    get(pool, tenant_id, key_id).await
+    get(&frame.pool, tenant_id, key_id, frame.clock.now()).await
 }
 
 /// Deleting keeps the row (charges still name it) but the key never authenticates again.
@@ -199,14 +290,27 @@ pub async fn delete(pool: &PgPool, cache: &AuthCache, tenant_id: Uuid, key_id: U
 
 /// For backends that receive a tenant's key: who it belongs to and whether it is usable.
 /// Unknown and deleted keys are a 401.
-pub async fn verify(pool: &PgPool, key: &str) -> AppResult<VerifiedKey> {
-    let row: Option<(Uuid, Uuid, KeyStatus)> =
-        sqlx::query_as("SELECT tenant_id, id, status FROM api_keys WHERE key_hash = $1 AND deleted_at IS NULL")
-            .bind(&hash_token(key)[..])
-            .fetch_optional(pool)
-            .await?;
-    let (tenant_id, api_key_id, status) = row.ok_or(AppError::Unauthorized)?;
-    Ok(VerifiedKey { tenant_id, api_key_id, status })
+pub async fn verify(pool: &PgPool, key: &str, now: DateTime<Utc>) -> AppResult<VerifiedKey> {
+    type Row = (Uuid, Uuid, KeyStatus, Option<Decimal>, Option<Window>, Option<Vec<String>>, Option<Decimal>);
+    let [day, week, month, life] = window::starts(now);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT k.tenant_id, k.id, k.status, k.spend_limit, k.spend_window, k.allowed_models, sc.spent \
+         FROM api_keys k LEFT JOIN spend_counters sc ON sc.tenant_id = k.tenant_id AND sc.scope = k.id \
+           AND sc.window_kind = k.spend_window \
+           AND sc.window_start = (CASE k.spend_window WHEN 'day' THEN $2 WHEN 'week' THEN $3 WHEN 'month' THEN $4 \
+                                  ELSE $5 END)::timestamptz \
+         WHERE k.key_hash = $1 AND k.deleted_at IS NULL",
+    )
+    .bind(&hash_token(key)[..])
+    .bind(day)
+    .bind(week)
+    .bind(month)
+    .bind(life)
+    .fetch_optional(pool)
+    .await?;
+    let (tenant_id, api_key_id, status, limit, window, allowed_models, spent) = row.ok_or(AppError::Unauthorized)?;
+    let (spend_limit, spent_in_window, window_resets_at) = limit_view(limit, window, spent, now);
+    Ok(VerifiedKey { tenant_id, api_key_id, status, spend_limit, allowed_models, spent_in_window, window_resets_at })
 }
 
 pub async fn create_service_token(pool: &PgPool, name: &str) -> AppResult<CreatedServiceToken> {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::runway::{self, Runway};
 use crate::error::{AppError, AppResult};
 use crate::ledger::TxnKind;
 use crate::money::Money;
@@ -29,6 +30,8 @@ pub struct Balance {
     /// Unexpired bonus lots with an expiry, soonest first, at most 10.
     pub expiring: Vec<Expiring>,
     pub auto_top_up: AutoTopUpSummary,
+    /// Net usage per day over the last 7 days, and how long `available` lasts at it.
+    pub runway: Runway,
     pub as_of: DateTime<Utc>,
 }
 
@@ -38,8 +41,8 @@ pub struct Expiring {
     pub expires_at: DateTime<Utc>,
 }
 
-pub async fn get(pool: &PgPool, tenant_id: Uuid) -> AppResult<Balance> {
-    let now = Utc::now();
+/// The balance as of `now` (the application clock's time).
+pub async fn get(pool: &PgPool, tenant_id: Uuid, now: DateTime<Utc>) -> AppResult<Balance> {
     let row: Option<(String, Decimal, Decimal, Decimal, Decimal)> = sqlx::query_as(
         "SELECT b.currency, b.paid, b.bonus, b.held, \
                 COALESCE((SELECT sum(remaining) FROM bonus_lots \
@@ -62,6 +65,7 @@ pub async fn get(pool: &PgPool, tenant_id: Uuid) -> AppResult<Balance> {
     let (paid, held) = (Money::from_db(paid), Money::from_db(held));
     let bonus = Money::from_db(bonus - expired);
     let available = paid.checked_add(bonus).ok_or_else(|| AppError::internal("balance overflow"))?;
+    let runway = runway::runway(available, runway::net_usage(pool, tenant_id, now).await?);
     Ok(Balance {
         tenant_id,
         currency,
@@ -72,6 +76,7 @@ pub async fn get(pool: &PgPool, tenant_id: Uuid) -> AppResult<Balance> {
         bonus,
         expiring: expiring.into_iter().map(|(a, e)| Expiring { amount: Money::from_db(a), expires_at: e }).collect(),
         auto_top_up: auto_top_up::summary(pool, tenant_id).await?,
+        runway,
         as_of: now,
     })
 }

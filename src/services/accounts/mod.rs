@@ -1,5 +1,6 @@
 //! A tenant's account: the tenant itself, API keys and service tokens, admin adjustments
-//! and conversions, balances and history, prices and deals, and the expiry of bonus lots.
+//! and conversions, balances (with the runway) and history, prices and deals, and the expiry
+//! of bonus lots.
 
 pub mod adjustments;
 pub mod api_keys;
@@ -7,4 +8,5 @@ pub mod balance;
 pub mod expiry;
 pub mod history;
 pub mod prices;
+pub mod runway;
 pub mod tenants;

@@ -22,6 +22,7 @@ text_enum! {
         BalanceLow = "balance.low", BalanceDepleted = "balance.depleted", TopUpSucceeded = "top_up.succeeded",
         TopUpFailed = "top_up.failed", AutoTopUpDisabled = "auto_top_up.disabled",
         CreditsExpiring = "credits.expiring", CreditsExpired = "credits.expired", HoldExpired = "hold.expired",
+        SpendLimitWarning = "spend_limit.warning", SpendLimitReached = "spend_limit.reached",
         TopUpRefunded = "top_up.refunded", PaymentReversed = "payment.reversed",
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Phases, in a fixed number of round trips whatever the batch size:
 //! - claim: every item's idempotency key (replays and refusals are answers at once);
-//! - decide: under the tenant's lock, each item in arrival order against the funds the
-//!   ones before it left ([`decide_item`] is pure: the reads it needs come first);
+//! - decide: under the tenant's lock, each item in arrival order against the funds and
+//!   the spend limits the ones before it left ([`decide_item`] is pure: the reads it needs
+//!   come first, the limits and named keys in one statement, `limits::store::Budgets`);
 //! - write: the frame posts the ledger transactions; this inserts the charge and hold rows
 //!   and builds every response, which the frame stores with its key before the commit.
 //!
@@ -34,6 +35,7 @@ use crate::ledger::{Account, Draft, Funding, Locked, TxnKind};
 use crate::money::Money;
 use crate::pricing::{self, PriceRule, TenantPricing};
 use crate::services::accounts::prices;
+use crate::services::limits::store::{Budget, Budgets};
 use crate::services::money_in::auto_top_up;
 use crate::vocab::HoldStatus;
 
@@ -114,6 +116,8 @@ struct Batch {
     decided: Vec<Decided>,
     /// Items that did not fit: (position, required, available when decided).
     refused: Vec<(usize, Money, Money)>,
+    /// The spend limits the items count toward, moved by each decision.
+    budgets: Budgets,
 }
 
 /// An item that passed every check, with what it will write.
@@ -139,7 +143,8 @@ enum Verdict {
 impl Batch {
     fn new(requests: Arc<[Request]>, which: Vec<usize>, credits_per_usd: Decimal) -> Batch {
         let out = which.iter().map(|_| None).collect();
-        Batch { requests, which, credits_per_usd, out, decided: Vec::new(), refused: Vec::new() }
+        let budgets = Budgets::default();
+        Batch { requests, which, credits_per_usd, out, decided: Vec::new(), refused: Vec::new(), budgets }
     }
 
     fn request(&self, pos: usize) -> &Request {
@@ -174,26 +179,34 @@ impl Movement for Batch {
     }
 
     async fn decide(&mut self, tx: &mut PgConnection, books: &mut Books) -> AppResult<()> {
-        // Reads first, per tenant: its deal (only for priced items) and the API keys named.
+        // Reads first: each tenant's deal (only for priced items), then in one statement
+        // the API keys named and every limit the items count toward.
+        let now = books.now;
         let mut deals = HashMap::new();
-        let mut keys = HashMap::new();
         let mut tenants = self.tenants();
         tenants.sort_unstable();
         tenants.dedup();
-        for t in tenants {
+        for t in &tenants {
             let priced = self.open().any(|p| {
                 let s = &self.request(p).spend;
-                s.tenant_id == t && matches!(s.price, Price::Model { .. })
+                s.tenant_id == *t && matches!(s.price, Price::Model { .. })
             });
-            deals.insert(t, if priced { prices::deal(tx, t).await? } else { None });
-            let named: Vec<Uuid> = self
-                .open()
-                .filter_map(|p| Some(&self.request(p).spend).filter(|s| s.tenant_id == t).and_then(|s| s.api_key_id))
-                .collect();
-            keys.insert(t, known_api_keys(tx, t, named).await?);
+            deals.insert(*t, if priced { prices::deal(tx, *t).await? } else { None });
+        }
+        let mut named: Vec<(Uuid, Uuid)> = self
+            .open()
+            .filter_map(|p| self.request(p).spend.api_key_id.map(|k| (self.request(p).spend.tenant_id, k)))
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        // Tenants with limits of their own say so in their lock's row: a batch that names
+        // no key for a tenant without limits reads nothing more.
+        let limited: Vec<Uuid> =
+            tenants.iter().copied().filter(|t| books.get(*t).is_some_and(|l| l.spend_limited)).collect();
+        if !named.is_empty() || !limited.is_empty() {
+            self.budgets = Budgets::load(tx, &limited, &named, now).await?;
         }
         // Then each item in arrival order, against what the ones before it left.
-        let now = books.now;
         let open: Vec<usize> = self.open().collect();
         for pos in open {
             let spend = &self.requests[self.which[pos]].spend;
@@ -202,8 +215,8 @@ impl Movement for Batch {
                 continue;
             };
             let deal = deals.get(&spend.tenant_id).and_then(Option::as_ref);
-            let known = keys.get(&spend.tenant_id).map(Vec::as_slice).unwrap_or(&[]);
-            match decide_item(locked, spend, deal, known) {
+            let budget = self.budgets.tenant(spend.tenant_id);
+            match decide_item(locked, spend, deal, budget) {
                 Verdict::Refuse(e) => self.out[pos] = Some(Err(e)),
                 Verdict::Short { required, available } => self.refused.push((pos, required, available)),
                 Verdict::Take { amount, funding, price_version, model } => {
@@ -279,6 +292,7 @@ impl Movement for Batch {
         }
         insert_charges(tx, &charges).await?;
         insert_holds(tx, &holds).await?;
+        self.budgets.save(tx, books.now).await?;
         // A refusal tells whether auto top-up is on its way: read here, before the commit,
         // so nothing after the commit can fail the batch.
         let mut hints = HashMap::new();
@@ -301,14 +315,22 @@ impl Movement for Batch {
     }
 }
 
-/// One item's decision against the tenant's funds as the items before it left them. On
-/// `Take` the funds are spent; on anything else nothing changes.
-fn decide_item(locked: &mut Locked, s: &Spend, deal: Option<&TenantPricing>, known_keys: &[Uuid]) -> Verdict {
+/// One item's decision against the tenant's funds and spend limits as the items before it
+/// left them, in this order: the tenant active, the key its own, the model allowed for the
+/// key, the price, the balance (`insufficient_funds` first), then the limits. On `Take` the
+/// funds are spent and the limits count it; on anything else nothing changes (but a limit
+/// that refuses marks its `spend_limit.reached` as due).
+fn decide_item(locked: &mut Locked, s: &Spend, deal: Option<&TenantPricing>, budget: &mut Budget) -> Verdict {
     if !locked.is_active() {
         return Verdict::Refuse(AppError::Forbidden("the tenant is suspended".into()));
     }
-    if s.api_key_id.is_some_and(|k| !known_keys.contains(&k)) {
+    if s.api_key_id.is_some_and(|k| budget.key(k).is_none()) {
         return Verdict::Refuse(AppError::unprocessable("api_key_id does not name a key of this tenant"));
+    }
+    if let Price::Model { model, .. } = &s.price {
+        if !budget.model_allowed(s.api_key_id, Some(model)) {
+            return Verdict::Refuse(AppError::ModelNotAllowed(format!("this API key may not use the model `{model}`")));
+        }
     }
     let (amount, price_version, model) = match &s.price {
         Price::Amount(a) => (*a, None, None),
@@ -320,9 +342,16 @@ fn decide_item(locked: &mut Locked, s: &Spend, deal: Option<&TenantPricing>, kno
     if !amount.is_positive() {
         return Verdict::Refuse(AppError::unprocessable("this usage costs nothing: there is nothing to charge"));
     }
+    let available = locked.funds.available();
+    if amount > available {
+        return Verdict::Short { required: amount, available };
+    }
+    if let Err(e) = budget.admit(s.api_key_id, amount, &locked.currency) {
+        return Verdict::Refuse(e);
+    }
     match locked.funds.spend(amount) {
         Ok(funding) => Verdict::Take { amount, funding, price_version, model },
-        Err(available) => Verdict::Short { required: amount, available },
+        Err(available) => Verdict::Refuse(AppError::internal(format!("{amount} fitted {available} and then did not"))),
     }
 }
 
@@ -334,17 +363,6 @@ fn shortfall(locked: &Locked, required: Money, available: Money, hint: AutoTopUp
         currency: locked.currency.clone(),
         auto_top_up: hint,
     }))
-}
-
-async fn known_api_keys(conn: &mut PgConnection, tenant: Uuid, named: Vec<Uuid>) -> AppResult<Vec<Uuid>> {
-    if named.is_empty() {
-        return Ok(named);
-    }
-    Ok(sqlx::query_scalar("SELECT id FROM api_keys WHERE tenant_id = $1 AND id = ANY($2) AND deleted_at IS NULL")
-        .bind(tenant)
-        .bind(&named)
-        .fetch_all(conn)
-        .await?)
 }
 
 fn spend_draft(

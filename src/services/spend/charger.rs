@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::batch::{self, Item, Spend};
+use crate::clock::Clock;
 use crate::error::{AppError, AppResult};
 use crate::frame::Frame;
 use crate::idempotency::{Claim, Stored};
@@ -39,6 +40,11 @@ pub struct Charger {
 impl Charger {
     pub fn new(frame: Frame, credits_per_usd: Decimal, batching: bool, max: usize) -> Charger {
         Charger { frame, credits_per_usd, batching, max, queues: Mutex::new(HashMap::new()) }
+    }
+
+    /// The time its batches decide at (the frame's clock).
+    pub fn clock(&self) -> &Clock {
+        &self.frame.clock
     }
 
     fn queues(&self) -> MutexGuard<'_, HashMap<Uuid, Vec<Item>>> {

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -129,7 +128,7 @@ pub async fn hold(
     let price = resolve_price(prices, req.model, req.usage, req.amount)?;
     let spend = Spend {
         tenant_id: req.tenant_id,
-        kind: SpendKind::Hold { expires_at: Utc::now() + chrono::Duration::seconds(secs) },
+        kind: SpendKind::Hold { expires_at: charger.clock().now() + chrono::Duration::seconds(secs) },
         price,
         description: req.description,
         api_key_id: req.api_key_id,

@@ -3,6 +3,10 @@
 //! hold row is locked and its status checked under the tenant's ledger lock, so a
 //! concurrent capture and release cannot both win. Lock order: the tenant's ledger (the
 //! frame), then the hold row.
+//!
+//! Spend limits: a hold counted its whole amount when it was placed; a capture keeps what
+//! it took counted and gives the rest back, a release or an expiry gives all of it back,
+//! to the windows the hold counted in that are still current (`limits::store::give_back`).
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -13,6 +17,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::records::{insert_charges, Charge, ChargeView, Hold, HoldRow, HoldView, HOLD_COLUMNS};
+use crate::clock::Clock;
 use crate::error::{AppError, AppResult};
 use crate::frame::{Books, Frame, Movement, OneKey, Response, Staged};
 use crate::idempotency::{self, Claim, Claimed, IdempotencyKey, Side, Stored};
@@ -21,6 +26,7 @@ use crate::ledger::{self, Account, Draft, Funding, TxnKind};
 use crate::money::Money;
 use crate::pricing;
 use crate::services::accounts::prices;
+use crate::services::limits::store as limits;
 use crate::services::notify::events::{self, EventType};
 use crate::vocab::HoldStatus;
 
@@ -121,7 +127,8 @@ pub async fn capture(
 ) -> AppResult<Stored> {
     let fp = idempotency::fingerprint(&format!("capture:{hold_id}"), &req);
     let claim = Claim { tenant, side, key, fp };
-    frame.run(Capture { key: OneKey::new(claim), hold_id, req, credits_per_usd, decided: None }).await
+    let clock = frame.clock.clone();
+    frame.run(Capture { key: OneKey::new(claim), hold_id, req, credits_per_usd, clock, decided: None }).await
 }
 
 struct Capture {
@@ -129,6 +136,7 @@ struct Capture {
     hold_id: Uuid,
     req: CaptureRequest,
     credits_per_usd: Decimal,
+    clock: Clock,
     decided: Option<Captured>,
 }
 
@@ -160,7 +168,7 @@ impl Movement for Capture {
             return Err(AppError::Forbidden("the tenant is suspended".into()));
         }
         // The time after the lock wait, not before it: a hold that expired meanwhile is not active.
-        ensure_active(&hold, Utc::now())?;
+        ensure_active(&hold, self.clock.now())?;
         let held = hold.amount;
         let amount = match (&self.req.amount, &self.req.usage) {
             (Some(_), Some(_)) => return Err(AppError::invalid("give `amount` or `usage`, not both")),
@@ -208,6 +216,7 @@ impl Movement for Capture {
         let mut staged = vec![books.stage(tenant, capture)?];
         if rest.total().is_positive() {
             staged.extend(stage_release(tx, books, &hold, &rest, HoldStatus::Captured).await?);
+            limits::give_back(tx, tenant, hold.api_key_id, hold.created_at, rest.total(), now).await?;
         }
         (hold.status, hold.charge_id, hold.resolved_at) = (HoldStatus::Captured, Some(charge_id), Some(now));
         self.decided = Some(Captured { hold, charge, staged });
@@ -231,13 +240,15 @@ impl Movement for Capture {
 
 /// Releases an active hold (`released`), or an overdue one (`expired`, by the worker).
 pub async fn release(frame: &Frame, tenant: Uuid, hold_id: Uuid, expire: bool) -> AppResult<HoldView> {
-    frame.run(Release { tenant, hold_id, expire, hold: None, currency: String::new() }).await
+    let clock = frame.clock.clone();
+    frame.run(Release { tenant, hold_id, expire, clock, hold: None, currency: String::new() }).await
 }
 
 struct Release {
     tenant: Uuid,
     hold_id: Uuid,
     expire: bool,
+    clock: Clock,
     hold: Option<Hold>,
     currency: String,
 }
@@ -259,11 +270,12 @@ impl Movement for Release {
             }
         } else {
             // The time after the lock wait, not before it: a hold that expired meanwhile is not active.
-            ensure_active(&hold, Utc::now())?;
+            ensure_active(&hold, self.clock.now())?;
         }
         let status = if self.expire { HoldStatus::Expired } else { HoldStatus::Released };
         let funding = hold.funding.clone();
         stage_release(tx, books, &hold, &funding, status).await?;
+        limits::give_back(tx, self.tenant, hold.api_key_id, hold.created_at, hold.amount, now).await?;
         (hold.status, hold.resolved_at) = (status, Some(now));
         self.hold = Some(hold);
         Ok(())
@@ -290,11 +302,12 @@ impl Movement for Release {
     }
 }
 
-/// Expires overdue holds (up to `limit`). Returns how many expired.
+/// Expires overdue holds (up to `limit`), by the frame's clock. Returns how many expired.
 pub async fn expire_overdue(frame: &Frame, limit: i64) -> AppResult<usize> {
     let overdue: Vec<(Uuid, Uuid)> =
-        sqlx::query_as("SELECT tenant_id, id FROM holds WHERE status = 'active' AND expires_at <= now() LIMIT $1")
+        sqlx::query_as("SELECT tenant_id, id FROM holds WHERE status = 'active' AND expires_at <= $2 LIMIT $1")
             .bind(limit)
+            .bind(frame.clock.now())
             .fetch_all(&frame.pool)
             .await?;
     let mut n = 0;

@@ -1,6 +1,7 @@
 //! Refunds: money back to the lots and paid credit a charge came from, never more than
 //! the charge in total. One posting-frame movement, decided under the tenant's ledger
-//! lock, so concurrent refunds of one charge cannot together exceed it.
+//! lock, so concurrent refunds of one charge cannot together exceed it. A refund gives
+//! back to the spend limits' windows the charge counted in, if they are still current.
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -17,6 +18,7 @@ use crate::idempotency::{self, Claim, Claimed, IdempotencyKey, Side, Stored};
 use crate::ids::new_id;
 use crate::ledger::{self, Account, BalanceSummary, Draft, Funding, LotPart, TxnKind};
 use crate::money::Money;
+use crate::services::limits::store as limits;
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +157,8 @@ impl Movement for Refund {
                 .ok_or_else(|| AppError::internal("expiry sum overflow"))?,
         };
         let staged = std::iter::once(draft).chain(expiry).map(|d| books.stage(tenant, d)).collect::<AppResult<_>>()?;
+        let (api_key, counted_at) = limits::charge_counted(tx, tenant, self.charge_id).await?;
+        limits::give_back(tx, tenant, api_key, counted_at, amount, now).await?;
         self.decided = Some(Decided { id, amount, back, expired, staged });
         Ok(())
     }
