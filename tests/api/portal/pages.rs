@@ -44,7 +44,8 @@ async fn a_session_of_one_tenant_never_shows_another_tenants_data() {
         .to_string();
     let p = Portal::open(&app, a).await;
     let bravo =
-        ["Bravo", "bravo-secret-key", "777", &b.to_string(), &b_key.to_string(), &b_top_up.to_string(), "bravo-hook"];
+        // Bravo's top-up as money ("777.00"): a bare "777" can occur in any id.
+        ["Bravo", "bravo-secret-key", "777.00", &b.to_string(), &b_key.to_string(), &b_top_up.to_string(), "bravo-hook"];
     let pages = [
         format!("/portal?tenant_id={b}"),
         format!("/portal/usage?tenant_id={b}&days=90"),
@@ -68,7 +69,7 @@ async fn a_session_of_one_tenant_never_shows_another_tenants_data() {
     p.get("/portal/top-ups/not-a-uuid/receipt").await.assert(404);
     let csv = p.get(&format!("/portal/transactions.csv?tenant_id={b}")).await;
     csv.assert(200);
-    assert!(!csv.text.contains("777") && !csv.text.contains("Bravo"));
+    assert!(!csv.text.contains("777.00") && !csv.text.contains("Bravo"));
 
     // Forms naming B's key or B itself change nothing of B's.
     let csrf = p.csrf().await;
