@@ -36,7 +36,7 @@ use crate::vocab::{KeyStatus, TenantStatus};
 pub use crate::ledger::TxnKind;
 pub use crate::services::accounts::api_keys::{ApiKey, CreatedKey};
 pub use crate::services::accounts::balance::{Balance, Breakdown};
-pub use crate::services::accounts::history::{TransactionView, UsageRow};
+pub use crate::services::accounts::history::{GroupBy, TransactionView, UsageRow};
 pub use crate::services::money_in::auto_top_up::AutoTopUpView;
 pub use crate::services::money_in::records::TopUpView;
 pub use crate::services::notify::events::EventView;
@@ -87,9 +87,8 @@ pub fn runway(balance: &Balance) -> Option<Runway> {
 
 // ---- usage and history --------------------------------------------------------------------
 
-/// `group`: `day`, `model` or `api_key`.
-pub async fn usage(pool: &PgPool, tenant: Uuid, from: DateTime<Utc>, group: &str) -> AppResult<Vec<UsageRow>> {
-    let q = history::UsageQuery { from: Some(from), to: None, group_by: Some(group.into()) };
+pub async fn usage(pool: &PgPool, tenant: Uuid, from: DateTime<Utc>, group: GroupBy) -> AppResult<Vec<UsageRow>> {
+    let q = history::UsageQuery { from: Some(from), to: None, group_by: Some(group) };
     Ok(history::usage(pool, tenant, &q).await?.data)
 }
 
