@@ -18,6 +18,7 @@ mod idempotency;
 mod isolation;
 mod ledger;
 mod limits;
+mod openapi;
 mod ops;
 mod portal;
 mod pricing;
