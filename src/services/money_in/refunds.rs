@@ -442,3 +442,16 @@ pub async fn list(pool: &PgPool, tenant: Uuid, top_up: Uuid) -> AppResult<Vec<Re
     .await?;
     Ok(rows.into_iter().map(RefundView::from).collect())
 }
+
+/// The refunds and reversals of several of the tenant's top-ups (a page of history), in
+/// one read, oldest first; ids of other tenants' top-ups match nothing.
+pub async fn list_for_top_ups(pool: &PgPool, tenant: Uuid, top_ups: &[Uuid]) -> AppResult<Vec<RefundView>> {
+    let rows: Vec<RefundRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM top_up_refunds WHERE tenant_id = $1 AND top_up_id = ANY($2) ORDER BY id"
+    ))
+    .bind(tenant)
+    .bind(top_ups)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(RefundView::from).collect())
+}
