@@ -11,7 +11,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::key_limits::{limit_cell, limit_text, models_cell, LimitForm};
+use super::key_limits::{limit_text, limits_cell, LimitForm};
 use super::{csrf, notice, page, read_only, table_wrap, Nav, Tone};
 use crate::error::AppError;
 use crate::portal::backend::{self, ApiKey, CreatedKey, KeyEdit, Page};
@@ -175,9 +175,12 @@ fn view(s: &Session, keys: &Page<ApiKey>, paged: bool, msg: &Message, cur: &str,
                     label for="key-name" { "Name" }
                     p.hint id="key-name-hint" { "What the key is for, e.g. “production backend”." }
                     input id="key-name" name="name" type="text" required maxlength="200" aria-describedby="key-name-hint" value=(name);
-                    (new_limits.inputs("new"))
-                    @if !models.is_empty() {
-                        p.hint { "Models priced here: " @for (i, m) in models.iter().enumerate() { @if i > 0 { ", " } code { (m) } } "." }
+                    details.new-limits open[new_limits != LimitForm::blank()] {
+                        summary { "Spend limit and models (optional)" }
+                        (new_limits.inputs("new"))
+                        @if !models.is_empty() {
+                            p.hint { "Models priced here: " @for (i, m) in models.iter().enumerate() { @if i > 0 { ", " } code { (m) } } "." }
+                        }
                     }
                     button type="submit" { "Create key" }
                 }
@@ -198,8 +201,7 @@ fn view(s: &Session, keys: &Page<ApiKey>, paged: bool, msg: &Message, cur: &str,
                                 th scope="col" { "Created" }
                                 th scope="col" { "Last used" }
                                 th.num scope="col" { "Used" }
-                                th scope="col" { "Spend limit" }
-                                th scope="col" { "Models" }
+                                th scope="col" { "Limits" }
                                 th scope="col" { "Actions" }
                             }
                         }
@@ -231,15 +233,17 @@ fn row(s: &Session, k: &ApiKey, ro: bool, cur: &str, refused: Option<(&str, &Lim
             td data-label="Prefix" { code { (k.prefix) "…" } }
             td data-label="Status" { span class={ "status " (k.status) } { @if enabled { "Enabled" } @else { "Disabled" } } }
             td.nowrap data-label="Created" { time datetime=(format::iso(k.created_at)) { (format::date(k.created_at)) } }
-            td.nowrap data-label="Last used" {
+            td data-label="Last used" {
                 @match k.last_used_at {
-                    Some(t) => time datetime=(format::iso(t)) { (format::date_time(t)) },
+                    // Date and time each kept whole, so a narrow column breaks between them.
+                    Some(t) => time datetime=(format::iso(t)) {
+                        span.nowrap { (format::date(t)) } " " span.nowrap { (t.format("%H:%M UTC")) }
+                    },
                     None => span.muted { "Never" },
                 }
             }
             td.num data-label="Used" { (format::money(k.used_amount, cur)) }
-            td.limit data-label="Spend limit" { (limit_cell(k, cur)) }
-            td data-label="Models" { (models_cell(k)) }
+            td.limit data-label="Limits" { (limits_cell(k, cur)) }
             td.actions {
                 form.rename method="post" action=(action) {
                     (csrf(s))

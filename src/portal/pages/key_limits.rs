@@ -125,14 +125,13 @@ pub fn limit_text(l: SpendLimit, cur: &str) -> String {
     format!("{} {per}", format::money(l.amount, cur))
 }
 
-/// The key's limit, what its current window has spent, and when it resets.
-pub fn limit_cell(k: &ApiKey, cur: &str) -> Markup {
+/// The key's limit, what its current window has spent and when it resets, then its models.
+pub fn limits_cell(k: &ApiKey, cur: &str) -> Markup {
     html! {
         @match k.spend_limit {
             None => span.muted { "No limit" },
             Some(l) => {
-                span.limit { (limit_text(l, cur)) }
-                br;
+                strong { (limit_text(l, cur)) }
                 meter min="0" max=(l.amount) value=(k.spent_in_window.min(l.amount)) aria-hidden="true" {}
                 span.small {
                     (format::money(k.spent_in_window, cur)) " spent"
@@ -143,16 +142,13 @@ pub fn limit_cell(k: &ApiKey, cur: &str) -> Markup {
                 }
             }
         }
-    }
-}
-
-/// The key's allowed models in words.
-pub fn models_cell(k: &ApiKey) -> Markup {
-    html! {
-        @match &k.allowed_models {
-            None => span.muted { "All models" },
-            Some(m) if m.is_empty() => span { "None (fixed amounts only)" },
-            Some(m) => { @for (i, name) in m.iter().enumerate() { @if i > 0 { ", " } code { (name) } } },
+        span.models.small {
+            "Models: "
+            @match &k.allowed_models {
+                None => span.muted { "all" },
+                Some(m) if m.is_empty() => "none (fixed amounts only)",
+                Some(m) => { @for (i, name) in m.iter().enumerate() { @if i > 0 { ", " } code { (name) } } },
+            }
         }
     }
 }

@@ -277,11 +277,14 @@ fn view(
                                     td.num data-label="Bonus" { (format::money(t.bonus_amount, &t.currency)) }
                                     td data-label="Kind" { @if t.source == TopUpSource::Auto { "Automatic" } @else { "Manual" } }
                                     td data-label="Status" {
-                                        @match top_up_refunds::status(t, back) {
-                                            Some((class, text)) => span class={ "status " (class) } { (text) },
-                                            None => span class={ "status " (t.status) } { (status_text(t)) },
+                                        // One block: on a narrow screen it sits beside its label.
+                                        div {
+                                            @match top_up_refunds::status(t, back) {
+                                                Some((class, text)) => span class={ "status " (class) } { (text) },
+                                                None => span class={ "status " (t.status) } { (status_text(t)) },
+                                            }
+                                            (top_up_refunds::details(back, &t.currency))
                                         }
-                                        (top_up_refunds::details(back, &t.currency))
                                     }
                                     td.nowrap data-label="Card" { (brand_name(&t.payment_method.brand)) " " (t.payment_method.last4) }
                                     td data-label="Receipt" {

@@ -47,7 +47,7 @@ async fn a_keys_spend_limit_and_models_are_set_changed_and_cleared_by_form_and_h
     let csrf = p.csrf().await;
     let path = format!("/portal/api-keys/{key}");
     let page = p.get("/portal/api-keys").await;
-    page.assert(200).assert_contains("No limit").assert_contains("All models");
+    page.assert(200).assert_contains("No limit").assert_contains("Models: <span class=\"muted\">all</span>");
     assert_eq!(page.field("limit_amount").as_deref(), Some(""), "the create form: no limit");
 
     // Set: a day limit and two models.
@@ -99,13 +99,16 @@ async fn a_keys_spend_limit_and_models_are_set_changed_and_cleared_by_form_and_h
     // "Only these models" with none listed: explicit amounts only, as the API's [].
     p.post(&path, &limits(&csrf, "20", "week", Some(" "))).await.assert(303);
     assert_eq!(key_of(&app, t, key).await["allowed_models"], json!([]));
-    p.get("/portal/api-keys").await.assert_contains("None (fixed amounts only)");
+    p.get("/portal/api-keys").await.assert_contains("Models: none (fixed amounts only)");
     // Cleared: no amount, every model.
     p.post(&path, &limits(&csrf, "", "week", None)).await.assert(303);
     let k = key_of(&app, t, key).await;
     assert_eq!((k["spend_limit"].clone(), k["allowed_models"].clone()), (Value::Null, Value::Null));
     charge_key(&app, t, Some(key), "30").await.assert(201);
-    p.get("/portal/api-keys").await.assert_contains("No limit").assert_contains("All models");
+    p.get("/portal/api-keys")
+        .await
+        .assert_contains("No limit")
+        .assert_contains("Models: <span class=\"muted\">all</span>");
     app.assert_ledger_ok().await;
 }
 
