@@ -101,3 +101,81 @@ pub fn details(refunds: &[RefundView], cur: &str) -> Markup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::portal::backend::TopUpView;
+    use crate::services::money_in::clawback::{ClawedBack, RefundOrigin};
+    use crate::services::money_in::records::CardView;
+    use crate::vocab::TopUpSource;
+    use uuid::Uuid;
+
+    fn m(s: &str) -> Money {
+        s.parse().unwrap()
+    }
+
+    fn back(kind: RefundKind, status: TopUpStatus, amount: &str) -> RefundView {
+        RefundView {
+            id: Uuid::nil(),
+            top_up_id: Uuid::nil(),
+            tenant_id: Uuid::nil(),
+            kind,
+            origin: RefundOrigin::Tally,
+            status,
+            amount: m(amount),
+            currency: "USD".into(),
+            reason: String::new(),
+            clawed_back: ClawedBack { paid: Money::ZERO, bonus: Money::ZERO },
+            shortfall: Money::ZERO,
+            provider_ref: None,
+            error: None,
+            balance: None,
+            created_at: chrono::Utc::now(),
+            completed_at: None,
+        }
+    }
+
+    fn top_up(status: TopUpStatus, amount: &str) -> TopUpView {
+        TopUpView {
+            id: Uuid::nil(),
+            tenant_id: Uuid::nil(),
+            status,
+            source: TopUpSource::Manual,
+            amount: m(amount),
+            bonus_amount: Money::ZERO,
+            bonus_expires_at: None,
+            currency: "USD".into(),
+            payment_method: CardView { brand: "visa".into(), last4: "4242".into() },
+            provider_ref: None,
+            error: None,
+            decline_code: None,
+            attempts: 1,
+            balance: None,
+            created_at: chrono::Utc::now(),
+            completed_at: None,
+        }
+    }
+
+    #[test]
+    fn sums_by_outcome_and_the_status_they_make() {
+        use RefundKind::{Refund, Reversal};
+        use TopUpStatus::{Failed, Pending, Succeeded};
+        let all = [
+            back(Refund, Succeeded, "20"),
+            back(Refund, Failed, "5"),
+            back(Refund, Pending, "3"),
+            back(Reversal, Succeeded, "10"),
+        ];
+        assert_eq!(Returned::of(&all), Returned { refunded: m("20"), reversed: m("10"), pending: m("3") });
+        let t = top_up(Succeeded, "50");
+        assert_eq!(status(&t, &[]), None);
+        assert_eq!(status(&t, &all[1..3]), None, "declined and pending: nothing went back yet");
+        assert_eq!(status(&t, &all), Some(("refunded", "Partly refunded")));
+        assert_eq!(status(&t, &[back(Reversal, Succeeded, "50")]), Some(("reversed", "Reversed")));
+        assert_eq!(status(&t, &[back(Reversal, Succeeded, "1")]), Some(("refunded", "Partly reversed")));
+        let whole = [back(Refund, Succeeded, "30"), back(Reversal, Succeeded, "20")];
+        assert_eq!(status(&t, &whole), Some(("refunded", "Refunded")));
+        assert_eq!(status(&top_up(Failed, "50"), &whole), None, "only a succeeded top-up has money to give back");
+    }
+}
