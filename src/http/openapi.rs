@@ -9,9 +9,12 @@
 
 use std::sync::OnceLock;
 
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::extract::JsonResponse;
 use super::{admin, limits, money, money_back, money_in, ops, providers, tenants};
 
 pub mod errors;
@@ -34,7 +37,7 @@ pub mod params;
         money_back::refund_top_up, money_back::list_top_up_refunds, money_back::mock_reversal, providers::stripe_webhook,
         admin::create_service_token, admin::list_service_tokens, admin::revoke_service_token, admin::adjust, admin::convert, admin::ledger_check,
         admin::put_price, admin::get_tenant_pricing, admin::put_tenant_pricing, admin::list_prices, admin::price_versions,
-        ops::healthz, ops::readyz, ops::metrics, ops::openapi_json,
+        ops::healthz, ops::readyz, ops::metrics, openapi_json,
         crate::portal::api::create_session,
     ),
     components(schemas(crate::ledger::accounts::TxnKind, crate::services::accounts::history::GroupBy)),
@@ -50,6 +53,12 @@ pub fn document() -> &'static serde_json::Value {
         errors::complete(&mut doc);
         doc
     })
+}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", security(()),
+    responses((status = 200, body = Object, description = "This document (OpenAPI 3.1)")))]
+pub async fn openapi_json() -> Response {
+    JsonResponse(StatusCode::OK, document()).into_response()
 }
 
 /// The three bearer credentials; each operation lists those it accepts.

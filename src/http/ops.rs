@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use super::extract::JsonResponse;
-use super::openapi;
 use crate::db;
 use crate::error::AppError;
 use crate::state::AppState;
@@ -39,12 +38,6 @@ pub async fn readyz(State(s): State<AppState>) -> Response {
 pub struct Status {
     /// `ok` (healthz) or `ready` (readyz).
     pub status: String,
-}
-
-#[utoipa::path(get, path = "/openapi.json", tag = "ops", security(()),
-    responses((status = 200, body = Object, description = "This document (OpenAPI 3.1)")))]
-pub async fn openapi_json() -> Response {
-    JsonResponse(StatusCode::OK, openapi::document()).into_response()
 }
 
 /// How often recorded histogram samples are folded into their buckets when nobody scrapes.
