@@ -19,6 +19,7 @@ use super::charger::Charger;
 use super::records::{Charge, ChargeRow, ChargeView, CHARGE_COLUMNS};
 use crate::error::{AppError, AppResult};
 use crate::idempotency::{self, Claim, IdempotencyKey, Side, Stored};
+use crate::meters;
 use crate::money::Money;
 use crate::pricing;
 use crate::services::accounts::prices::PriceCache;
@@ -87,7 +88,20 @@ pub fn resolve_price(
     }
 }
 
+/// Validates, prices and submits a charge; its answer is counted (`crate::meters`).
 pub async fn charge(
+    charger: &Arc<Charger>,
+    prices: &PriceCache,
+    side: Side,
+    key: IdempotencyKey,
+    req: ChargeRequest,
+) -> AppResult<Stored> {
+    let answer = submit_charge(charger, prices, side, key, req).await;
+    meters::spend(meters::Spend::Charge, &answer);
+    answer
+}
+
+async fn submit_charge(
     charger: &Arc<Charger>,
     prices: &PriceCache,
     side: Side,
@@ -112,7 +126,20 @@ pub async fn charge(
     charger.submit(spend, claim).await
 }
 
+/// Validates, prices and submits a hold; its answer is counted (`crate::meters`).
 pub async fn hold(
+    charger: &Arc<Charger>,
+    prices: &PriceCache,
+    side: Side,
+    key: IdempotencyKey,
+    req: HoldRequest,
+) -> AppResult<Stored> {
+    let answer = submit_hold(charger, prices, side, key, req).await;
+    meters::spend(meters::Spend::Hold, &answer);
+    answer
+}
+
+async fn submit_hold(
     charger: &Arc<Charger>,
     prices: &PriceCache,
     side: Side,
