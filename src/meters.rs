@@ -60,7 +60,10 @@ pub fn describe() {
         "Charge requests by outcome (accepted, replayed, refused, failed) and error code (none when accepted)."
     );
     describe_counter!(HOLDS, "Hold requests by outcome (accepted, replayed, refused, failed) and error code.");
-    describe_histogram!(BATCH_SIZE, "Charges and holds committed together in one group-commit transaction.");
+    describe_histogram!(
+        BATCH_SIZE,
+        "Charges and holds decided together in one group-commit transaction (replays and refusals included)."
+    );
     describe_counter!(POSTINGS, "Ledger transactions committed, by kind.");
     describe_counter!(
         TOP_UP_ATTEMPTS,
