@@ -6,6 +6,7 @@
 //! `available` is refused with 402 and records nothing. A hold moves the amount from
 //! `available` to `held` until it is captured, released or expires.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
@@ -96,34 +97,25 @@ pub async fn charge(
     key: IdempotencyKey,
     req: ChargeRequest,
 ) -> AppResult<Stored> {
-    let answer = submit_charge(charger, prices, side, key, req).await;
-    meters::spend(meters::Spend::Charge, &answer);
-    answer
-}
-
-async fn submit_charge(
-    charger: &Arc<Charger>,
-    prices: &PriceCache,
-    side: Side,
-    key: IdempotencyKey,
-    req: ChargeRequest,
-) -> AppResult<Stored> {
-    check_description(&req.description)?;
-    if let Some(m) = &req.metadata {
-        if !m.is_object() || m.to_string().len() > 4096 {
-            return Err(AppError::invalid("metadata must be a JSON object of at most 4 KiB"));
+    counted(meters::Spend::Charge, async move {
+        check_description(&req.description)?;
+        if let Some(m) = &req.metadata {
+            if !m.is_object() || m.to_string().len() > 4096 {
+                return Err(AppError::invalid("metadata must be a JSON object of at most 4 KiB"));
+            }
         }
-    }
-    let claim = Claim { tenant: req.tenant_id, side, key, fp: idempotency::fingerprint("charge", &req) };
-    let price = resolve_price(prices, req.model, req.usage, req.amount)?;
-    let spend = Spend {
-        tenant_id: req.tenant_id,
-        kind: SpendKind::Charge { metadata: req.metadata },
-        price,
-        description: req.description,
-        api_key_id: req.api_key_id,
-    };
-    charger.submit(spend, claim).await
+        let claim = Claim { tenant: req.tenant_id, side, key, fp: idempotency::fingerprint("charge", &req) };
+        let price = resolve_price(prices, req.model, req.usage, req.amount)?;
+        let spend = Spend {
+            tenant_id: req.tenant_id,
+            kind: SpendKind::Charge { metadata: req.metadata },
+            price,
+            description: req.description,
+            api_key_id: req.api_key_id,
+        };
+        charger.submit(spend, claim).await
+    })
+    .await
 }
 
 /// Validates, prices and submits a hold; its answer is counted (`crate::meters`).
@@ -134,33 +126,31 @@ pub async fn hold(
     key: IdempotencyKey,
     req: HoldRequest,
 ) -> AppResult<Stored> {
-    let answer = submit_hold(charger, prices, side, key, req).await;
-    meters::spend(meters::Spend::Hold, &answer);
-    answer
+    counted(meters::Spend::Hold, async move {
+        check_description(&req.description)?;
+        let secs = req.expires_in_seconds.unwrap_or(900);
+        if !(1..=604_800).contains(&secs) {
+            return Err(AppError::invalid("expires_in_seconds must be between 1 and 604800"));
+        }
+        let claim = Claim { tenant: req.tenant_id, side, key, fp: idempotency::fingerprint("hold", &req) };
+        let price = resolve_price(prices, req.model, req.usage, req.amount)?;
+        let spend = Spend {
+            tenant_id: req.tenant_id,
+            kind: SpendKind::Hold { expires_at: charger.clock().now() + chrono::Duration::seconds(secs) },
+            price,
+            description: req.description,
+            api_key_id: req.api_key_id,
+        };
+        charger.submit(spend, claim).await
+    })
+    .await
 }
 
-async fn submit_hold(
-    charger: &Arc<Charger>,
-    prices: &PriceCache,
-    side: Side,
-    key: IdempotencyKey,
-    req: HoldRequest,
-) -> AppResult<Stored> {
-    check_description(&req.description)?;
-    let secs = req.expires_in_seconds.unwrap_or(900);
-    if !(1..=604_800).contains(&secs) {
-        return Err(AppError::invalid("expires_in_seconds must be between 1 and 604800"));
-    }
-    let claim = Claim { tenant: req.tenant_id, side, key, fp: idempotency::fingerprint("hold", &req) };
-    let price = resolve_price(prices, req.model, req.usage, req.amount)?;
-    let spend = Spend {
-        tenant_id: req.tenant_id,
-        kind: SpendKind::Hold { expires_at: charger.clock().now() + chrono::Duration::seconds(secs) },
-        price,
-        description: req.description,
-        api_key_id: req.api_key_id,
-    };
-    charger.submit(spend, claim).await
+/// Runs a charge's or hold's request and counts its answer, whatever it is.
+async fn counted(kind: meters::Spend, answer: impl Future<Output = AppResult<Stored>>) -> AppResult<Stored> {
+    let answer = answer.await;
+    meters::spend(kind, &answer);
+    answer
 }
 
 /// A charge by id; the caller checks the tenant scope on the returned tenant id.
