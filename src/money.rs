@@ -173,7 +173,9 @@ impl<'de> Deserialize<'de> for Money {
 /// leaves out to keep the patterns simple).
 const MONEY_PATTERN: &str = r"^-?[0-9]{1,12}(\.[0-9]{1,6})?$";
 /// The same, above zero: what every amount a client sends must be, except an adjustment.
-const POSITIVE_PATTERN: &str = r"^([1-9][0-9]{0,11}(\.[0-9]{1,6})?|0\.[0-9]{0,5}[1-9])$";
+/// (Without look-ahead, which not every regex engine reading the document has: the fraction
+/// of `0.x` is one to six digits, not all zero, spelled out by where its first non-zero is.)
+const POSITIVE_PATTERN: &str = r"^([1-9][0-9]{0,11}(\.[0-9]{1,6})?|0\.([1-9][0-9]{0,5}|0[1-9][0-9]{0,4}|00[1-9][0-9]{0,3}|000[1-9][0-9]{0,2}|0000[1-9][0-9]?|00000[1-9]))$";
 
 fn money_schema(pattern: &str, description: &str, nullable: bool) -> utoipa::openapi::schema::Object {
     use utoipa::openapi::schema::{SchemaType, Type};

@@ -113,7 +113,8 @@ pub async fn get_auto_top_up(
     Ok(JsonResponse(StatusCode::OK, auto_top_up::get(&s.pool, id).await?).into_response())
 }
 
-#[utoipa::path(delete, path = "/v1/tenants/{tenant_id}/auto-top-up", tag = "top-ups", security(("admin_token" = []), ("api_key" = [])), params(TenantPath), responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/tenants/{tenant_id}/auto-top-up", tag = "top-ups", security(("admin_token" = []), ("api_key" = [])), params(TenantPath),
+    responses((status = 204, description = "auto top-up switched off; GET still shows the settings (`enabled: false`) with their history")))]
 pub async fn delete_auto_top_up(
     State(s): State<AppState>,
     p: Principal,
