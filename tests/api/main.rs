@@ -23,6 +23,8 @@ mod portal;
 mod pricing;
 mod refunds;
 mod restart;
+mod rollups;
+mod schema;
 mod service_tokens;
 mod stripe;
 mod stripe_fake;
