@@ -125,7 +125,9 @@ pub struct Breakdown {
 /// appear until captured (as usage).
 ///
 /// Whole days of the window come from `flow_rollups`, its partial edge days from the
-/// ledger rows (each transaction by its net, exactly as the rollup counts it).
+/// ledger rows (each transaction by its net, exactly as the rollup counts it): usage
+/// transactions found through their charge (one each, at the same time), the others
+/// through the partial time index of migration 0011.
 pub async fn breakdown(pool: &PgPool, tenant_id: Uuid, w: &Window) -> AppResult<Breakdown> {
     let currency: String = sqlx::query_scalar("SELECT currency FROM tenants WHERE id = $1")
         .bind(tenant_id)
@@ -140,8 +142,16 @@ pub async fn breakdown(pool: &PgPool, tenant_id: Uuid, w: &Window) -> AppResult<
            UNION ALL \
            SELECT kind, COALESCE(sum(net) FILTER (WHERE net > 0), 0), COALESCE(-sum(net) FILTER (WHERE net < 0), 0) \
            FROM (SELECT t.kind, sum(e.amount) AS net \
-                 FROM unnest($5::timestamptz[], $6::timestamptz[]) AS w(s, e) \
-                 JOIN ledger_transactions t ON t.tenant_id = $1 AND t.created_at >= w.s AND t.created_at < w.e \
+                 FROM (SELECT t.tenant_id, t.id, t.kind \
+                       FROM unnest($5::timestamptz[], $6::timestamptz[]) AS w(s, e) \
+                       JOIN ledger_transactions t ON t.tenant_id = $1 AND t.kind <> 'usage' \
+                         AND t.created_at >= w.s AND t.created_at < w.e \
+                       UNION ALL \
+                       SELECT t.tenant_id, t.id, t.kind \
+                       FROM unnest($5::timestamptz[], $6::timestamptz[]) AS w(s, e) \
+                       JOIN charges c ON c.tenant_id = $1 AND c.created_at >= w.s AND c.created_at < w.e \
+                       JOIN ledger_transactions t ON t.tenant_id = c.tenant_id AND t.id = c.transaction_id \
+                         AND t.kind = 'usage' AND t.created_at >= w.s AND t.created_at < w.e) t \
                  JOIN ledger_entries e ON e.tenant_id = t.tenant_id AND e.transaction_id = t.id \
                  WHERE e.account IN ('paid', 'bonus', 'held') \
                  GROUP BY t.id, t.kind) edge \
