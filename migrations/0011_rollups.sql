@@ -27,18 +27,21 @@ CREATE TABLE flow_rollups (
     PRIMARY KEY (tenant_id, day, kind)
 );
 
--- Net usage per day, model and API key: charges (and captures, which are charges) count
--- positive on their day, refunds negative on the refund's day under the charge's model and
--- key. `model` and `api_key` are the keys the usage view prints: 'amount' for a charge by
--- amount, 'none' for a charge without a key. `charges` counts charges, not refunds.
+-- Net usage per day, and per model or per API key (`dim`): charges (and captures, which
+-- are charges) count positive on their day, refunds negative on the refund's day under the
+-- charge's model and key. Each charge is counted once in each dimension, so a day's usage
+-- is the sum of its 'model' rows; two narrow dimensions instead of one (model x key) cube
+-- keep a tenant's rows few (days x models + days x keys) whatever it combines. `key` is
+-- what the usage view prints: the model, 'amount' for a charge by amount; the API key's
+-- id, 'none' for a charge without one. `charges` counts charges, not refunds.
 CREATE TABLE usage_rollups (
     tenant_id uuid NOT NULL REFERENCES tenants (id),
+    dim       text NOT NULL CHECK (dim IN ('model', 'api_key')),
     day       date NOT NULL,
-    model     text NOT NULL,
-    api_key   text NOT NULL,
+    key       text NOT NULL,
     amount    numeric NOT NULL,
     charges   bigint NOT NULL,
-    PRIMARY KEY (tenant_id, day, model, api_key)
+    PRIMARY KEY (tenant_id, dim, day, key)
 );
 
 -- The partial edge days of a window are read from the raw rows by time. Usage transactions
@@ -60,7 +63,8 @@ WHERE f.net <> 0
 GROUP BY t.tenant_id, 2, t.kind;
 
 CREATE VIEW usage_rollups_expected AS
-SELECT tenant_id, day, model, api_key, sum(amount) AS amount, sum(n)::int8 AS charges
+SELECT tenant_id, CASE WHEN GROUPING(model) = 0 THEN 'model' ELSE 'api_key' END AS dim, day,
+       COALESCE(model, api_key) AS key, sum(amount) AS amount, sum(n)::int8 AS charges
 FROM (SELECT c.tenant_id, (c.created_at AT TIME ZONE 'UTC')::date AS day, COALESCE(c.model, 'amount') AS model,
              COALESCE(c.api_key_id::text, 'none') AS api_key, c.amount, 1 AS n
       FROM charges c
@@ -68,7 +72,7 @@ FROM (SELECT c.tenant_id, (c.created_at AT TIME ZONE 'UTC')::date AS day, COALES
       SELECT r.tenant_id, (r.created_at AT TIME ZONE 'UTC')::date, COALESCE(c.model, 'amount'),
              COALESCE(c.api_key_id::text, 'none'), -r.amount, 0
       FROM refunds r JOIN charges c ON c.tenant_id = r.tenant_id AND c.id = r.charge_id) items
-GROUP BY tenant_id, day, model, api_key;
+GROUP BY tenant_id, day, GROUPING SETS ((model), (api_key));
 
 CREATE FUNCTION flow_rollups_add() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -89,23 +93,27 @@ END $$;
 
 CREATE FUNCTION usage_rollups_add_charges() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO usage_rollups AS r (tenant_id, day, model, api_key, amount, charges)
-    SELECT tenant_id, (created_at AT TIME ZONE 'UTC')::date, COALESCE(model, 'amount'),
-           COALESCE(api_key_id::text, 'none'), sum(amount), count(*)
-    FROM new_rows GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-    ON CONFLICT (tenant_id, day, model, api_key) DO UPDATE
+    INSERT INTO usage_rollups AS r (tenant_id, dim, day, key, amount, charges)
+    SELECT tenant_id, CASE WHEN GROUPING(model) = 0 THEN 'model' ELSE 'api_key' END, day,
+           COALESCE(model, api_key), sum(amount), count(*)
+    FROM (SELECT tenant_id, (created_at AT TIME ZONE 'UTC')::date AS day, COALESCE(model, 'amount') AS model,
+                 COALESCE(api_key_id::text, 'none') AS api_key, amount FROM new_rows) n
+    GROUP BY tenant_id, day, GROUPING SETS ((model), (api_key)) ORDER BY 1, 2, 3, 4
+    ON CONFLICT (tenant_id, dim, day, key) DO UPDATE
         SET amount = r.amount + EXCLUDED.amount, charges = r.charges + EXCLUDED.charges;
     RETURN NULL;
 END $$;
 
 CREATE FUNCTION usage_rollups_add_refunds() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO usage_rollups AS r (tenant_id, day, model, api_key, amount, charges)
-    SELECT n.tenant_id, (n.created_at AT TIME ZONE 'UTC')::date, COALESCE(c.model, 'amount'),
-           COALESCE(c.api_key_id::text, 'none'), -sum(n.amount), 0
-    FROM new_rows n JOIN charges c ON c.tenant_id = n.tenant_id AND c.id = n.charge_id
-    GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-    ON CONFLICT (tenant_id, day, model, api_key) DO UPDATE SET amount = r.amount + EXCLUDED.amount;
+    INSERT INTO usage_rollups AS r (tenant_id, dim, day, key, amount, charges)
+    SELECT tenant_id, CASE WHEN GROUPING(model) = 0 THEN 'model' ELSE 'api_key' END, day,
+           COALESCE(model, api_key), -sum(amount), 0
+    FROM (SELECT n.tenant_id, (n.created_at AT TIME ZONE 'UTC')::date AS day, COALESCE(c.model, 'amount') AS model,
+                 COALESCE(c.api_key_id::text, 'none') AS api_key, n.amount
+          FROM new_rows n JOIN charges c ON c.tenant_id = n.tenant_id AND c.id = n.charge_id) n
+    GROUP BY tenant_id, day, GROUPING SETS ((model), (api_key)) ORDER BY 1, 2, 3, 4
+    ON CONFLICT (tenant_id, dim, day, key) DO UPDATE SET amount = r.amount + EXCLUDED.amount;
     RETURN NULL;
 END $$;
 
@@ -127,5 +135,5 @@ CREATE TRIGGER refunds_append_only BEFORE UPDATE OR DELETE ON refunds
 
 INSERT INTO flow_rollups (tenant_id, day, kind, credited, debited)
     SELECT tenant_id, day, kind, credited, debited FROM flow_rollups_expected;
-INSERT INTO usage_rollups (tenant_id, day, model, api_key, amount, charges)
-    SELECT tenant_id, day, model, api_key, amount, charges FROM usage_rollups_expected;
+INSERT INTO usage_rollups (tenant_id, dim, day, key, amount, charges)
+    SELECT tenant_id, dim, day, key, amount, charges FROM usage_rollups_expected;

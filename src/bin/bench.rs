@@ -116,7 +116,8 @@ pub struct Args {
 
 impl Args {
     fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-        let mut args = Args { seconds: 10, tenants: 10_000, order: [Batching::Off, Batching::On], soak: None, history: None };
+        let mut args =
+            Args { seconds: 10, tenants: 10_000, order: [Batching::Off, Batching::On], soak: None, history: None };
         let mut order_given = false;
         while let Some(a) = it.next() {
             match a.as_str() {

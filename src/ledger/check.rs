@@ -66,11 +66,11 @@ const CHECKS: &[(&str, &str)] = &[
     ),
     (
         "usage rollup differs from the ledger",
-        "SELECT COALESCE(x.tenant_id, r.tenant_id)::text || ' ' || COALESCE(x.day, r.day)::text || ' ' \
-           || COALESCE(x.model, r.model) || ' ' || COALESCE(x.api_key, r.api_key) || ': rollup ' \
+        "SELECT COALESCE(x.tenant_id, r.tenant_id)::text || ' ' || COALESCE(x.dim, r.dim) || ' ' \
+           || COALESCE(x.day, r.day)::text || ' ' || COALESCE(x.key, r.key) || ': rollup ' \
            || COALESCE(r.amount::text, 'none') || ' x' || COALESCE(r.charges::text, 'none') || ' vs ledger ' \
            || COALESCE(x.amount::text, 'none') || ' x' || COALESCE(x.charges::text, 'none') \
-         FROM usage_rollups r FULL JOIN usage_rollups_expected x USING (tenant_id, day, model, api_key) \
+         FROM usage_rollups r FULL JOIN usage_rollups_expected x USING (tenant_id, dim, day, key) \
          WHERE (r.amount, r.charges) IS DISTINCT FROM (x.amount, x.charges)",
     ),
 ];

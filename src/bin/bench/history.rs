@@ -38,7 +38,10 @@ pub async fn run(n: i64, svc: &Service, db: &Database) -> Result<bool, BoxError>
     }
     let started = Instant::now();
     seed(db, tenant, &keys, n).await?;
-    println!("seeded {n} transactions on one tenant in {:.1} s (set-based SQL, rollups by the triggers)", secs(started));
+    println!(
+        "seeded {n} transactions on one tenant in {:.1} s (set-based SQL, rollups by the triggers)",
+        secs(started)
+    );
     let started = Instant::now();
     let check = admin.ledger_check().await?;
     println!(
@@ -65,11 +68,7 @@ pub async fn run(n: i64, svc: &Service, db: &Database) -> Result<bool, BoxError>
     ];
     println!(
         "\n{:<36} {:>9} {:>9} {:>9}   {:>22}",
-        "read (HTTP, one at a time)",
-        "median",
-        "p90",
-        "max",
-        "full scan before (SQL)"
+        "read (HTTP, one at a time)", "median", "p90", "max", "full scan before (SQL)"
     );
     let mut all_fast = true;
     for (name, url, scan) in &reads {

@@ -189,24 +189,28 @@ pub async fn usage(pool: &PgPool, tenant_id: Uuid, q: &UsageQuery) -> AppResult<
     let currency = exists(pool, tenant_id).await?;
     // Whole days from the rollups, the partial edge days from the charges and refunds.
     let split = days::split(q.from, q.to);
+    // A day's usage is the sum of its per-model rows.
+    let dim = if group == "api_key" { "api_key" } else { "model" };
     let rows: Vec<(String, Decimal, i64)> = sqlx::query_as(
         "WITH items AS ( \
-           SELECT day, model, api_key, amount, charges AS n FROM usage_rollups \
-           WHERE tenant_id = $1 AND $2 AND ($3::date IS NULL OR day >= $3) AND ($4::date IS NULL OR day < $4) \
+           SELECT day, key, amount, charges AS n FROM usage_rollups \
+           WHERE tenant_id = $1 AND dim = $8 AND $2 AND ($3::date IS NULL OR day >= $3) \
+             AND ($4::date IS NULL OR day < $4) \
            UNION ALL \
-           SELECT (c.created_at AT TIME ZONE 'UTC')::date, COALESCE(c.model, 'amount'), \
-                  COALESCE(c.api_key_id::text, 'none'), c.amount, 1 \
+           SELECT (c.created_at AT TIME ZONE 'UTC')::date, \
+                  CASE $8 WHEN 'model' THEN COALESCE(c.model, 'amount') ELSE COALESCE(c.api_key_id::text, 'none') END, \
+                  c.amount, 1 \
            FROM unnest($5::timestamptz[], $6::timestamptz[]) AS w(s, e) \
            JOIN charges c ON c.tenant_id = $1 AND c.created_at >= w.s AND c.created_at < w.e \
            UNION ALL \
-           SELECT (r.created_at AT TIME ZONE 'UTC')::date, COALESCE(c.model, 'amount'), \
-                  COALESCE(c.api_key_id::text, 'none'), -r.amount, 0 \
+           SELECT (r.created_at AT TIME ZONE 'UTC')::date, \
+                  CASE $8 WHEN 'model' THEN COALESCE(c.model, 'amount') ELSE COALESCE(c.api_key_id::text, 'none') END, \
+                  -r.amount, 0 \
            FROM unnest($5::timestamptz[], $6::timestamptz[]) AS w(s, e) \
            JOIN refunds r ON r.tenant_id = $1 AND r.created_at >= w.s AND r.created_at < w.e \
            JOIN charges c ON c.tenant_id = r.tenant_id AND c.id = r.charge_id) \
          SELECT key, sum(amount), sum(n)::int8 FROM ( \
-           SELECT CASE $7 WHEN 'day' THEN to_char(day, 'YYYY-MM-DD') WHEN 'model' THEN model ELSE api_key END AS key, \
-                  amount, n FROM items) x \
+           SELECT CASE $7 WHEN 'day' THEN to_char(day, 'YYYY-MM-DD') ELSE key END AS key, amount, n FROM items) x \
          GROUP BY key ORDER BY key",
     )
     .bind(tenant_id)
@@ -216,6 +220,7 @@ pub async fn usage(pool: &PgPool, tenant_id: Uuid, q: &UsageQuery) -> AppResult<
     .bind(split.edge_starts())
     .bind(split.edge_ends())
     .bind(group)
+    .bind(dim)
     .fetch_all(pool)
     .await?;
     Ok(Usage {

@@ -63,7 +63,7 @@ pub async fn net_usage(pool: &PgPool, tenant: Uuid, now: DateTime<Utc>) -> AppRe
     let tick = Duration::microseconds(1);
     let split = days::split(Some(now - Duration::days(i64::from(BASIS_DAYS)) + tick), Some(now + tick));
     let net: Decimal = sqlx::query_scalar(
-        "SELECT COALESCE((SELECT sum(amount) FROM usage_rollups WHERE tenant_id = $1 AND $2 \
+        "SELECT COALESCE((SELECT sum(amount) FROM usage_rollups WHERE tenant_id = $1 AND dim = 'model' AND $2 \
                           AND day >= $3 AND day < $4), 0) \
               + COALESCE((SELECT sum(c.amount) FROM unnest($5::timestamptz[], $6::timestamptz[]) AS w(s, e) \
                           JOIN charges c ON c.tenant_id = $1 AND c.created_at >= w.s AND c.created_at < w.e), 0) \
