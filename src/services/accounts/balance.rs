@@ -141,20 +141,21 @@ pub async fn breakdown(pool: &PgPool, tenant_id: Uuid, w: &Window) -> AppResult<
            WHERE tenant_id = $1 AND $2 AND ($3::date IS NULL OR day >= $3) AND ($4::date IS NULL OR day < $4) \
            UNION ALL \
            SELECT kind, COALESCE(sum(net) FILTER (WHERE net > 0), 0), COALESCE(-sum(net) FILTER (WHERE net < 0), 0) \
-           FROM (SELECT t.kind, sum(e.amount) AS net \
-                 FROM (SELECT t.tenant_id, t.id, t.kind \
-                       FROM unnest($5::timestamptz[], $6::timestamptz[]) AS w(s, e) \
-                       JOIN ledger_transactions t ON t.tenant_id = $1 AND t.kind <> 'usage' \
-                         AND t.created_at >= w.s AND t.created_at < w.e \
-                       UNION ALL \
-                       SELECT t.tenant_id, t.id, t.kind \
-                       FROM unnest($5::timestamptz[], $6::timestamptz[]) AS w(s, e) \
-                       JOIN charges c ON c.tenant_id = $1 AND c.created_at >= w.s AND c.created_at < w.e \
-                       JOIN ledger_transactions t ON t.tenant_id = c.tenant_id AND t.id = c.transaction_id \
-                         AND t.kind = 'usage' AND t.created_at >= w.s AND t.created_at < w.e) t \
-                 JOIN ledger_entries e ON e.tenant_id = t.tenant_id AND e.transaction_id = t.id \
-                 WHERE e.account IN ('paid', 'bonus', 'held') \
-                 GROUP BY t.id, t.kind) edge \
+           FROM (SELECT t.kind, n.net \
+                 FROM unnest($5::timestamptz[], $6::timestamptz[]) AS w(s, e) CROSS JOIN LATERAL ( \
+                   SELECT t.tenant_id, t.id, t.kind FROM ledger_transactions t \
+                   WHERE t.tenant_id = $1 AND t.kind <> 'usage' AND t.created_at >= w.s AND t.created_at < w.e \
+                   UNION ALL \
+                   SELECT t.tenant_id, t.id, t.kind FROM charges c \
+                   JOIN ledger_transactions t ON t.tenant_id = c.tenant_id AND t.id = c.transaction_id \
+                     AND t.kind = 'usage' AND t.created_at >= w.s AND t.created_at < w.e \
+                   WHERE c.tenant_id = $1 AND c.created_at >= w.s AND c.created_at < w.e \
+                   OFFSET 0) t \
+                 CROSS JOIN LATERAL ( \
+                   SELECT sum(e.amount) AS net FROM ledger_entries e \
+                   WHERE e.tenant_id = t.tenant_id AND e.transaction_id = t.id \
+                     AND e.account IN ('paid', 'bonus', 'held')) n \
+                 WHERE n.net IS NOT NULL) edge \
            GROUP BY kind) \
          SELECT kind, sum(credited), sum(debited) FROM flows GROUP BY kind",
     )

@@ -187,7 +187,8 @@ pub async fn usage(pool: &PgPool, tenant_id: Uuid, q: &UsageQuery) -> AppResult<
         return Err(AppError::invalid("group_by must be day, model or api_key"));
     }
     let currency = exists(pool, tenant_id).await?;
-    // Whole days from the rollups, the partial edge days from the charges and refunds.
+    // Whole days from the rollups, the partial edge days from the charges and refunds: each
+    // edge a LATERAL subquery kept whole (OFFSET 0), so always an index range scan of it.
     let split = days::split(q.from, q.to);
     // A day's usage is the sum of its per-model rows.
     let dim = if group == "api_key" { "api_key" } else { "model" };
@@ -197,18 +198,18 @@ pub async fn usage(pool: &PgPool, tenant_id: Uuid, q: &UsageQuery) -> AppResult<
            WHERE tenant_id = $1 AND dim = $8 AND $2 AND ($3::date IS NULL OR day >= $3) \
              AND ($4::date IS NULL OR day < $4) \
            UNION ALL \
-           SELECT (c.created_at AT TIME ZONE 'UTC')::date, \
-                  CASE $8 WHEN 'model' THEN COALESCE(c.model, 'amount') ELSE COALESCE(c.api_key_id::text, 'none') END, \
-                  c.amount, 1 \
-           FROM unnest($5::timestamptz[], $6::timestamptz[]) AS w(s, e) \
-           JOIN charges c ON c.tenant_id = $1 AND c.created_at >= w.s AND c.created_at < w.e \
-           UNION ALL \
-           SELECT (r.created_at AT TIME ZONE 'UTC')::date, \
-                  CASE $8 WHEN 'model' THEN COALESCE(c.model, 'amount') ELSE COALESCE(c.api_key_id::text, 'none') END, \
-                  -r.amount, 0 \
-           FROM unnest($5::timestamptz[], $6::timestamptz[]) AS w(s, e) \
-           JOIN refunds r ON r.tenant_id = $1 AND r.created_at >= w.s AND r.created_at < w.e \
-           JOIN charges c ON c.tenant_id = r.tenant_id AND c.id = r.charge_id) \
+           SELECT x.* FROM unnest($5::timestamptz[], $6::timestamptz[]) AS w(s, e) CROSS JOIN LATERAL ( \
+             SELECT (c.created_at AT TIME ZONE 'UTC')::date, \
+                    CASE $8 WHEN 'model' THEN COALESCE(c.model, 'amount') ELSE COALESCE(c.api_key_id::text, 'none') END, \
+                    c.amount, 1 \
+             FROM charges c WHERE c.tenant_id = $1 AND c.created_at >= w.s AND c.created_at < w.e \
+             UNION ALL \
+             SELECT (r.created_at AT TIME ZONE 'UTC')::date, \
+                    CASE $8 WHEN 'model' THEN COALESCE(c.model, 'amount') ELSE COALESCE(c.api_key_id::text, 'none') END, \
+                    -r.amount, 0 \
+             FROM refunds r JOIN charges c ON c.tenant_id = r.tenant_id AND c.id = r.charge_id \
+             WHERE r.tenant_id = $1 AND r.created_at >= w.s AND r.created_at < w.e \
+             OFFSET 0) x) \
          SELECT key, sum(amount), sum(n)::int8 FROM ( \
            SELECT CASE $7 WHEN 'day' THEN to_char(day, 'YYYY-MM-DD') ELSE key END AS key, amount, n FROM items) x \
          GROUP BY key ORDER BY key",

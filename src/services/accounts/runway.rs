@@ -57,7 +57,9 @@ pub fn runway(available: Money, net_usage: Money) -> Runway {
 /// `now - BASIS_DAYS` (excluded) to `now` (included).
 ///
 /// Whole days from `usage_rollups`, the two partial edge days from the charges and refunds
-/// by time: the same few rows whatever the length of the history.
+/// by time: the same few rows whatever the length of the history. Each edge is its own
+/// subquery (LATERAL, aggregated), so it is always an index range scan of that edge, never
+/// a join against the tenant's whole history.
 pub async fn net_usage(pool: &PgPool, tenant: Uuid, now: DateTime<Utc>) -> AppResult<Money> {
     // (since, now] is [since + 1 µs, now + 1 µs) at the database's microsecond precision.
     let tick = Duration::microseconds(1);
@@ -65,10 +67,12 @@ pub async fn net_usage(pool: &PgPool, tenant: Uuid, now: DateTime<Utc>) -> AppRe
     let net: Decimal = sqlx::query_scalar(
         "SELECT COALESCE((SELECT sum(amount) FROM usage_rollups WHERE tenant_id = $1 AND dim = 'model' AND $2 \
                           AND day >= $3 AND day < $4), 0) \
-              + COALESCE((SELECT sum(c.amount) FROM unnest($5::timestamptz[], $6::timestamptz[]) AS w(s, e) \
-                          JOIN charges c ON c.tenant_id = $1 AND c.created_at >= w.s AND c.created_at < w.e), 0) \
-              - COALESCE((SELECT sum(r.amount) FROM unnest($5::timestamptz[], $6::timestamptz[]) AS w(s, e) \
-                          JOIN refunds r ON r.tenant_id = $1 AND r.created_at >= w.s AND r.created_at < w.e), 0)",
+              + COALESCE((SELECT sum(x.net) FROM unnest($5::timestamptz[], $6::timestamptz[]) AS w(s, e) \
+                          CROSS JOIN LATERAL ( \
+                            SELECT COALESCE((SELECT sum(amount) FROM charges WHERE tenant_id = $1 \
+                                               AND created_at >= w.s AND created_at < w.e), 0) \
+                                 - COALESCE((SELECT sum(amount) FROM refunds WHERE tenant_id = $1 \
+                                               AND created_at >= w.s AND created_at < w.e), 0) AS net) x), 0)",
     )
     .bind(tenant)
     .bind(split.has_days())
