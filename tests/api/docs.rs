@@ -43,6 +43,8 @@ const NOT_IN_OPENAPI: &[&str] = &[
     "GET /portal/settings",
     "POST /portal/settings/auto-top-up",
     "GET /portal/settings/auto-top-up",
+    "POST /portal/settings/spend-limits",
+    "GET /portal/settings/spend-limits",
     "POST /portal/settings/webhook",
     "GET /portal/settings/webhook",
     "POST /portal/sign-out",
