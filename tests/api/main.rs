@@ -27,6 +27,8 @@ mod pricing;
 mod rate_limits;
 mod refunds;
 mod restart;
+mod rollups;
+mod schema;
 mod service_tokens;
 mod stripe;
 mod stripe_fake;
