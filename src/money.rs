@@ -168,17 +168,43 @@ impl<'de> Deserialize<'de> for Money {
     }
 }
 
+/// The documented forms: [`Money::parse`] accepts these (and also leading zeros and
+/// trailing zeros past the sixth decimal, and exactly `1000000000000`, which the document
+/// leaves out to keep the patterns simple).
+const MONEY_PATTERN: &str = r"^-?[0-9]{1,12}(\.[0-9]{1,6})?$";
+/// The same, above zero: what every amount a client sends must be, except an adjustment.
+/// (Without look-ahead, which not every regex engine reading the document has: the fraction
+/// of `0.x` is one to six digits, not all zero, spelled out by where its first non-zero is.)
+const POSITIVE_PATTERN: &str = r"^([1-9][0-9]{0,11}(\.[0-9]{1,6})?|0\.([1-9][0-9]{0,5}|0[1-9][0-9]{0,4}|00[1-9][0-9]{0,3}|000[1-9][0-9]{0,2}|0000[1-9][0-9]?|00000[1-9]))$";
+
+fn money_schema(pattern: &str, description: &str, nullable: bool) -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    let ty = if nullable { SchemaType::from_iter([Type::String, Type::Null]) } else { SchemaType::new(Type::String) };
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(ty)
+        .pattern(Some(pattern))
+        .description(Some(description))
+        .examples([serde_json::json!("12.50")])
+        .build()
+}
+
 impl utoipa::PartialSchema for Money {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .pattern(Some(r"^-?\d+(\.\d{1,6})?$"))
-            .description(Some("Decimal amount as a string, at most 6 decimal places"))
-            .examples([serde_json::json!("12.50")])
-            .into()
+        money_schema(MONEY_PATTERN, "Decimal amount as a string, at most 6 decimal places", false).into()
     }
 }
 impl utoipa::ToSchema for Money {}
+
+impl Money {
+    /// The schema of a request field that must be above zero (`#[schema(schema_with = …)]`).
+    pub fn positive_schema() -> utoipa::openapi::schema::Object {
+        money_schema(POSITIVE_PATTERN, "Positive decimal amount as a string, at most 6 decimal places", false)
+    }
+    /// [`Money::positive_schema`], or `null`.
+    pub fn positive_or_null_schema() -> utoipa::openapi::schema::Object {
+        money_schema(POSITIVE_PATTERN, "Positive decimal amount as a string, at most 6 decimal places; or null", true)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@
 macro_rules! text_enum {
     ($(#[$m:meta])* $vis:vis enum $name:ident { $($(#[$vm:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         $vis enum $name {
             $($(#[$vm])* #[serde(rename = $text)] $variant),+
         }
@@ -31,6 +31,18 @@ macro_rules! text_enum {
                 }
             }
         }
+
+        // By hand, not derived: utoipa's derive does not see a `serde(rename)` made by a macro,
+        // and would document the Rust variant names instead of the words.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+        impl utoipa::ToSchema for $name {}
 
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -114,5 +126,7 @@ mod tests {
         }
         assert_eq!(HoldStatus::parse("Active"), None);
         assert_eq!(serde_json::from_str::<TenantStatus>("\"suspended\"").unwrap(), TenantStatus::Suspended);
+        let schema = serde_json::to_value(<HoldStatus as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(schema["enum"], serde_json::json!(["active", "captured", "released", "expired"]));
     }
 }

@@ -38,6 +38,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
         return Err(AppError::invalid("strings must not contain the NUL character (\\u0000)"));
     }
+    // Every body is an object (or `null` where a body is optional): serde would also read a
+    // struct from an array of its fields in order, which the API does not offer.
+    if !matches!(bytes.iter().find(|b| !b.is_ascii_whitespace()), Some(b'{' | b'n') | None) {
+        return Err(AppError::invalid("the body must be a JSON object"));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::credentials::{keyed, Backend};
 use super::extract::{ApiJson, ApiPath, JsonResponse};
+use super::openapi::params::{ChargePath, HoldPath, IdempotencyKeyHeader};
 use crate::auth::Principal;
 use crate::error::AppResult;
 use crate::services::spend::charges::{self, ChargeRequest, HoldRequest};
@@ -16,8 +17,9 @@ use crate::services::spend::records::{ChargeView, HoldView};
 use crate::services::spend::refunds::{self, RefundRequest, RefundView};
 use crate::state::AppState;
 
-#[utoipa::path(post, path = "/v1/estimates", tag = "pricing", request_body = EstimateRequest,
-    responses((status = 200, body = Estimate), (status = 400, description = "unknown model or usage field")))]
+#[utoipa::path(post, path = "/v1/estimates", tag = "pricing", security(("admin_token" = []), ("api_key" = []), ("service_token" = [])), request_body = EstimateRequest,
+    responses((status = 200, body = Estimate), (status = 400, description = "unknown model or usage field"),
+              (status = 404, description = "`tenant_id` names no tenant (or another tenant's)")))]
 pub async fn estimate(
     State(s): State<AppState>,
     p: Principal,
@@ -30,11 +32,11 @@ pub async fn estimate(
     Ok(JsonResponse(StatusCode::OK, e).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/charges", tag = "charges", request_body = ChargeRequest,
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+#[utoipa::path(post, path = "/v1/charges", tag = "charges", security(("admin_token" = []), ("service_token" = [])), params(IdempotencyKeyHeader), request_body = ChargeRequest,
     responses((status = 201, body = ChargeView),
               (status = 402, description = "insufficient_funds (checked first), or spend_limit_exceeded: `scope`, `window`, `limit`, `spent`, `required`, `resets_at`, `currency`"),
-              (status = 403, description = "forbidden (tenant suspended), or model_not_allowed (the api_key_id's allowed_models lack the model)")))]
+              (status = 403, description = "forbidden (tenant suspended), or model_not_allowed (the api_key_id's allowed_models lack the model)"),
+              (status = 404, description = "`tenant_id` names no tenant")))]
 pub async fn create_charge(
     State(s): State<AppState>,
     Backend(p): Backend,
@@ -45,15 +47,14 @@ pub async fn create_charge(
     Ok(charges::charge(&s.charger, &s.prices, side, key, req).await?.into_response())
 }
 
-#[utoipa::path(get, path = "/v1/charges/{charge_id}", tag = "charges", responses((status = 200, body = ChargeView)))]
+#[utoipa::path(get, path = "/v1/charges/{charge_id}", tag = "charges", security(("admin_token" = []), ("api_key" = []), ("service_token" = [])), params(ChargePath), responses((status = 200, body = ChargeView)))]
 pub async fn get_charge(State(s): State<AppState>, p: Principal, ApiPath(id): ApiPath<Uuid>) -> AppResult<Response> {
     let c = charges::get(&s.pool, s.config.credits_per_usd, id).await?;
     p.scope(c.tenant_id, true)?;
     Ok(JsonResponse(StatusCode::OK, c).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/charges/{charge_id}/refunds", tag = "charges", request_body = RefundRequest,
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+#[utoipa::path(post, path = "/v1/charges/{charge_id}/refunds", tag = "charges", security(("admin_token" = []), ("service_token" = [])), params(ChargePath, IdempotencyKeyHeader), request_body = RefundRequest,
     responses((status = 201, body = RefundView), (status = 422, description = "more than is left to refund")))]
 pub async fn refund_charge(
     State(s): State<AppState>,
@@ -68,11 +69,11 @@ pub async fn refund_charge(
     Ok(refunds::refund(&s.frame, tenant, id, key, req, p.actor()).await?.into_response())
 }
 
-#[utoipa::path(post, path = "/v1/holds", tag = "holds", request_body = HoldRequest,
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+#[utoipa::path(post, path = "/v1/holds", tag = "holds", security(("admin_token" = []), ("service_token" = [])), params(IdempotencyKeyHeader), request_body = HoldRequest,
     responses((status = 201, body = HoldView),
               (status = 402, description = "insufficient_funds (checked first), or spend_limit_exceeded: `scope`, `window`, `limit`, `spent`, `required`, `resets_at`, `currency`"),
-              (status = 403, description = "forbidden (tenant suspended), or model_not_allowed (the api_key_id's allowed_models lack the model)")))]
+              (status = 403, description = "forbidden (tenant suspended), or model_not_allowed (the api_key_id's allowed_models lack the model)"),
+              (status = 404, description = "`tenant_id` names no tenant")))]
 pub async fn create_hold(
     State(s): State<AppState>,
     Backend(p): Backend,
@@ -83,15 +84,14 @@ pub async fn create_hold(
     Ok(charges::hold(&s.charger, &s.prices, side, key, req).await?.into_response())
 }
 
-#[utoipa::path(get, path = "/v1/holds/{hold_id}", tag = "holds", responses((status = 200, body = HoldView)))]
+#[utoipa::path(get, path = "/v1/holds/{hold_id}", tag = "holds", security(("admin_token" = []), ("api_key" = []), ("service_token" = [])), params(HoldPath), responses((status = 200, body = HoldView)))]
 pub async fn get_hold(State(s): State<AppState>, p: Principal, ApiPath(id): ApiPath<Uuid>) -> AppResult<Response> {
     let tenant = holds::tenant_of(&s.pool, id).await?;
     p.scope(tenant, true)?;
     Ok(JsonResponse(StatusCode::OK, holds::get(&s.pool, tenant, id).await?).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/holds/{hold_id}/capture", tag = "holds", request_body = CaptureRequest,
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+#[utoipa::path(post, path = "/v1/holds/{hold_id}/capture", tag = "holds", security(("admin_token" = []), ("service_token" = [])), params(HoldPath, IdempotencyKeyHeader), request_body = CaptureRequest,
     responses((status = 201, body = ChargeView), (status = 409, description = "already resolved"),
               (status = 422, description = "more than the hold")))]
 pub async fn capture_hold(
@@ -107,7 +107,7 @@ pub async fn capture_hold(
     Ok(holds::capture(&s.frame, s.config.credits_per_usd, tenant, id, key, req).await?.into_response())
 }
 
-#[utoipa::path(post, path = "/v1/holds/{hold_id}/release", tag = "holds",
+#[utoipa::path(post, path = "/v1/holds/{hold_id}/release", tag = "holds", security(("admin_token" = []), ("service_token" = [])), params(HoldPath),
     responses((status = 200, body = HoldView), (status = 409, description = "already resolved")))]
 pub async fn release_hold(
     State(s): State<AppState>,

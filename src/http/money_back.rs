@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::credentials::{keyed, Admin};
 use super::extract::{ApiJson, ApiPath, JsonResponse};
+use super::openapi::params::{IdempotencyKeyHeader, TopUpPath};
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
 use crate::services::money_in::clawback::RefundView;
@@ -18,9 +19,8 @@ use crate::services::money_in::reversals;
 use crate::services::Page;
 use crate::state::AppState;
 
-#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/top-ups/{top_up_id}/refunds", tag = "top-ups",
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/top-ups/{top_up_id}/refunds", tag = "top-ups", security(("admin_token" = [])), params(TopUpPath, IdempotencyKeyHeader),
     request_body = TopUpRefundRequest,
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
     responses((status = 201, body = RefundView, description = "refunded; credit taken back (`clawed_back`), what was already spent in `shortfall`"),
               (status = 402, description = "payment_declined: the provider refused the refund, nothing taken back"),
               (status = 404, description = "no such top-up for this tenant"),
@@ -38,7 +38,7 @@ pub async fn refund_top_up(
     Ok(refunds::create(&s.money_in, id, top_up, key, req, p.actor()).await?.into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/top-ups/{top_up_id}/refunds", tag = "top-ups",
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/top-ups/{top_up_id}/refunds", tag = "top-ups", security(("admin_token" = []), ("api_key" = [])), params(TopUpPath),
     responses((status = 200, body = Page<RefundView>, description = "every refund and reversal of the top-up, oldest first")))]
 pub async fn list_top_up_refunds(
     State(s): State<AppState>,
@@ -56,7 +56,7 @@ pub struct MockReversalRequest {
     pub top_up_id: Uuid,
 }
 
-#[utoipa::path(post, path = "/v1/admin/mock-provider/reversals", tag = "admin", request_body = MockReversalRequest,
+#[utoipa::path(post, path = "/v1/admin/mock-provider/reversals", tag = "admin", security(("admin_token" = [])), request_body = MockReversalRequest,
     responses((status = 201, body = RefundView, description = "a simulated dispute: what is left of the top-up is reversed"),
               (status = 404, description = "no such top-up, or the mock is not the payment provider"),
               (status = 409, description = "nothing left to reverse")))]

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::credentials::keyed;
 use super::extract::{ApiJson, ApiPath, ApiQuery, JsonResponse};
+use super::openapi::params::{IdempotencyKeyHeader, TenantPath, TopUpPath};
 use super::receipts;
 use crate::auth::Principal;
 use crate::error::AppResult;
@@ -20,7 +21,7 @@ use crate::services::notify::webhooks::{self, WebhookRequest, WebhookView};
 use crate::services::{Page, PageParams};
 use crate::state::AppState;
 
-#[utoipa::path(put, path = "/v1/tenants/{tenant_id}/payment-method", tag = "top-ups", request_body = PaymentMethodRequest,
+#[utoipa::path(put, path = "/v1/tenants/{tenant_id}/payment-method", tag = "top-ups", security(("admin_token" = []), ("api_key" = [])), params(TenantPath), request_body = PaymentMethodRequest,
     responses((status = 200, body = PaymentMethodView), (status = 400, description = "unknown token")))]
 pub async fn put_payment_method(
     State(s): State<AppState>,
@@ -33,8 +34,7 @@ pub async fn put_payment_method(
     Ok(JsonResponse(StatusCode::OK, v).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/top-ups", tag = "top-ups", request_body = TopUpRequest,
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/top-ups", tag = "top-ups", security(("admin_token" = []), ("api_key" = [])), params(TenantPath, IdempotencyKeyHeader), request_body = TopUpRequest,
     responses((status = 201, body = TopUpView), (status = 400, description = "outside the top-up limits"),
               (status = 402, description = "payment_declined: recorded as a failed top-up"),
               (status = 409, description = "request_in_progress: a provider call for this key is running"),
@@ -52,7 +52,7 @@ pub async fn create_top_up(
     Ok(top_ups::create(&s.money_in, id, key, req, p.actor()).await?.into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/top-ups", tag = "top-ups", params(PageParams),
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/top-ups", tag = "top-ups", security(("admin_token" = []), ("api_key" = [])), params(TenantPath, PageParams),
     responses((status = 200, body = Page<TopUpView>)))]
 pub async fn list_top_ups(
     State(s): State<AppState>,
@@ -64,7 +64,7 @@ pub async fn list_top_ups(
     Ok(JsonResponse(StatusCode::OK, records::list(&s.pool, id, &q).await?).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/top-ups/{top_up_id}", tag = "top-ups", responses((status = 200, body = TopUpView)))]
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/top-ups/{top_up_id}", tag = "top-ups", security(("admin_token" = []), ("api_key" = [])), params(TopUpPath), responses((status = 200, body = TopUpView)))]
 pub async fn get_top_up(
     State(s): State<AppState>,
     p: Principal,
@@ -74,7 +74,7 @@ pub async fn get_top_up(
     Ok(JsonResponse(StatusCode::OK, records::get(&s.pool, id, top_up).await?).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/top-ups/{top_up_id}/receipt", tag = "top-ups",
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/top-ups/{top_up_id}/receipt", tag = "top-ups", security(("admin_token" = []), ("api_key" = [])), params(TopUpPath),
     responses((status = 200, content_type = "text/html", description = "A printable receipt"),
               (status = 409, description = "the top-up did not succeed")))]
 pub async fn top_up_receipt(
@@ -89,7 +89,7 @@ pub async fn top_up_receipt(
     Ok(r)
 }
 
-#[utoipa::path(put, path = "/v1/tenants/{tenant_id}/auto-top-up", tag = "top-ups", request_body = AutoTopUpRequest,
+#[utoipa::path(put, path = "/v1/tenants/{tenant_id}/auto-top-up", tag = "top-ups", security(("admin_token" = []), ("api_key" = [])), params(TenantPath), request_body = AutoTopUpRequest,
     responses((status = 200, body = AutoTopUpView), (status = 400, description = "amount outside the top-up limits"),
               (status = 422, description = "no payment method on file")))]
 pub async fn put_auto_top_up(
@@ -103,7 +103,7 @@ pub async fn put_auto_top_up(
     Ok(JsonResponse(StatusCode::OK, v).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/auto-top-up", tag = "top-ups", responses((status = 200, body = AutoTopUpView)))]
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/auto-top-up", tag = "top-ups", security(("admin_token" = []), ("api_key" = [])), params(TenantPath), responses((status = 200, body = AutoTopUpView)))]
 pub async fn get_auto_top_up(
     State(s): State<AppState>,
     p: Principal,
@@ -113,7 +113,8 @@ pub async fn get_auto_top_up(
     Ok(JsonResponse(StatusCode::OK, auto_top_up::get(&s.pool, id).await?).into_response())
 }
 
-#[utoipa::path(delete, path = "/v1/tenants/{tenant_id}/auto-top-up", tag = "top-ups", responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/tenants/{tenant_id}/auto-top-up", tag = "top-ups", security(("admin_token" = []), ("api_key" = [])), params(TenantPath),
+    responses((status = 204, description = "auto top-up switched off; GET still shows the settings (`enabled: false`) with their history")))]
 pub async fn delete_auto_top_up(
     State(s): State<AppState>,
     p: Principal,
@@ -124,7 +125,7 @@ pub async fn delete_auto_top_up(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[utoipa::path(put, path = "/v1/tenants/{tenant_id}/webhook", tag = "events", request_body = WebhookRequest,
+#[utoipa::path(put, path = "/v1/tenants/{tenant_id}/webhook", tag = "events", security(("admin_token" = []), ("api_key" = [])), params(TenantPath), request_body = WebhookRequest,
     responses((status = 200, body = WebhookView), (status = 400, description = "bad URL, private address or unknown event type")))]
 pub async fn put_webhook(
     State(s): State<AppState>,
@@ -138,7 +139,7 @@ pub async fn put_webhook(
     Ok(JsonResponse(StatusCode::OK, v).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/events", tag = "events", params(PageParams),
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/events", tag = "events", security(("admin_token" = []), ("api_key" = [])), params(TenantPath, PageParams),
     responses((status = 200, body = Page<EventView>)))]
 pub async fn list_events(
     State(s): State<AppState>,

@@ -1,9 +1,24 @@
-//! The OpenAPI document served at `/openapi.json`, generated from the handlers.
+//! The OpenAPI document served at `/openapi.json`, generated from the handlers'
+//! `#[utoipa::path]` annotations and completed by [`errors::complete`] with the statuses
+//! the layers in front of every handler add.
+//!
+//! Invariants (checked by `tests/api/openapi.rs` and, in CI, by openapi-spec-validator and
+//! schemathesis against the running binary): every `{param}` of a path is declared `in:
+//! path`, query parameters `in: query`; every operation names its credentials (`security`,
+//! `[]` for public routes) and documents each status it can return with the problem schema.
 
+use std::sync::OnceLock;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::extract::JsonResponse;
 use super::{admin, limits, money, money_back, money_in, ops, providers, tenants};
+
+pub mod errors;
+pub mod params;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,22 +37,43 @@ use super::{admin, limits, money, money_back, money_in, ops, providers, tenants}
         money_back::refund_top_up, money_back::list_top_up_refunds, money_back::mock_reversal, providers::stripe_webhook,
         admin::create_service_token, admin::list_service_tokens, admin::revoke_service_token, admin::adjust, admin::convert, admin::ledger_check,
         admin::put_price, admin::get_tenant_pricing, admin::put_tenant_pricing, admin::list_prices, admin::price_versions,
-        ops::healthz, ops::readyz, ops::metrics,
+        ops::healthz, ops::readyz, ops::metrics, openapi_json,
         crate::portal::api::create_session,
     ),
-    modifiers(&Bearer),
-    security(("bearer" = []))
+    components(schemas(crate::ledger::accounts::TxnKind, crate::services::accounts::history::GroupBy)),
+    modifiers(&Credentials),
 )]
 pub struct ApiDoc;
 
-struct Bearer;
+/// The complete document, built once.
+pub fn document() -> &'static serde_json::Value {
+    static DOC: OnceLock<serde_json::Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+        errors::complete(&mut doc);
+        doc
+    })
+}
 
-impl Modify for Bearer {
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", security(()),
+    responses((status = 200, body = Object, description = "This document (OpenAPI 3.1)")))]
+pub async fn openapi_json() -> Response {
+    JsonResponse(StatusCode::OK, document()).into_response()
+}
+
+/// The three bearer credentials; each operation lists those it accepts.
+struct Credentials;
+
+impl Modify for Credentials {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         let components = doc.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
+        for (name, what) in [
+            ("admin_token", "The operator's admin token (`TALLY_ADMIN_TOKEN`)"),
+            ("api_key", "A tenant's API key: reaches only that tenant's resources"),
+            ("service_token", "A service token, for generation backends"),
+        ] {
+            let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(what)).build();
+            components.add_security_scheme(name, SecurityScheme::Http(scheme));
+        }
     }
 }

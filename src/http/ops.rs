@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use serde_json::json;
 
 use super::extract::JsonResponse;
 use crate::db;
@@ -16,22 +15,31 @@ use crate::meters;
 use crate::services::notify::webhooks;
 use crate::state::AppState;
 
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "process up")))]
+#[utoipa::path(get, path = "/healthz", tag = "ops", security(()),
+    responses((status = 200, description = "process up", body = Status, example = json!({"status": "ok"}))))]
 pub async fn healthz() -> Response {
-    JsonResponse(StatusCode::OK, json!({ "status": "ok" })).into_response()
+    JsonResponse(StatusCode::OK, Status { status: "ok".into() }).into_response()
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "ops",
-    responses((status = 200, description = "database reachable, migrations current"), (status = 503, description = "not ready")))]
+#[utoipa::path(get, path = "/readyz", tag = "ops", security(()),
+    responses((status = 200, description = "database reachable, migrations current", body = Status, example = json!({"status": "ready"})),
+              (status = 503, description = "`unavailable`: the database is unreachable or its migrations are not current")))]
 pub async fn readyz(State(s): State<AppState>) -> Response {
     match db::migrations_current(&s.pool).await {
-        Ok(true) => JsonResponse(StatusCode::OK, json!({ "status": "ready" })).into_response(),
+        Ok(true) => JsonResponse(StatusCode::OK, Status { status: "ready".into() }).into_response(),
         Ok(false) => AppError::Unavailable("database migrations are not current".into()).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             AppError::Unavailable("the database is unreachable".into()).into_response()
         }
     }
+}
+
+/// What `/healthz` and `/readyz` answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Status {
+    /// `ok` (healthz) or `ready` (readyz).
+    pub status: String,
 }
 
 /// The longest a scrape waits for the outbox figures.
@@ -66,7 +74,8 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain", description = "Prometheus metrics")))]
+#[utoipa::path(get, path = "/metrics", tag = "ops", security(()),
+    responses((status = 200, content_type = "text/plain", body = String, description = "Prometheus text exposition format 0.0.4")))]
 pub async fn metrics(State(s): State<AppState>) -> Response {
     meters::pool(s.pool.size(), s.pool.num_idle(), s.config.db_pool_size);
     meters::rate_limit_buckets(s.rate_limits.buckets());

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::credentials::{Admin, Backend};
 use super::extract::{ApiJson, ApiPath, ApiQuery, JsonResponse};
+use super::openapi::params::{KeyPath, TenantPath};
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
 use crate::services::accounts::api_keys::{self, ApiKey, CreateKey, CreatedKey, UpdateKey, VerifiedKey};
@@ -16,7 +17,7 @@ use crate::services::accounts::tenants::{self, CreateTenant, Tenant, UpdateTenan
 use crate::services::{Page, PageParams};
 use crate::state::AppState;
 
-#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant,
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", security(("admin_token" = [])), request_body = CreateTenant,
     responses((status = 201, body = Tenant), (status = 409, description = "external_ref taken")))]
 pub async fn create_tenant(
     State(s): State<AppState>,
@@ -27,7 +28,7 @@ pub async fn create_tenant(
     Ok(JsonResponse(StatusCode::CREATED, t).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(PageParams), responses((status = 200, body = Page<Tenant>)))]
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", security(("admin_token" = [])), params(PageParams), responses((status = 200, body = Page<Tenant>)))]
 pub async fn list_tenants(
     State(s): State<AppState>,
     _: Admin,
@@ -36,12 +37,12 @@ pub async fn list_tenants(
     Ok(JsonResponse(StatusCode::OK, tenants::list(&s.pool, &q).await?).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant_id}", tag = "tenants", responses((status = 200, body = Tenant)))]
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}", tag = "tenants", security(("admin_token" = [])), params(TenantPath), responses((status = 200, body = Tenant)))]
 pub async fn get_tenant(State(s): State<AppState>, _: Admin, ApiPath(id): ApiPath<Uuid>) -> AppResult<Response> {
     Ok(JsonResponse(StatusCode::OK, tenants::get(&s.pool, id).await?).into_response())
 }
 
-#[utoipa::path(patch, path = "/v1/tenants/{tenant_id}", tag = "tenants", request_body = UpdateTenant, responses((status = 200, body = Tenant)))]
+#[utoipa::path(patch, path = "/v1/tenants/{tenant_id}", tag = "tenants", security(("admin_token" = [])), params(TenantPath), request_body = UpdateTenant, responses((status = 200, body = Tenant)))]
 pub async fn update_tenant(
     State(s): State<AppState>,
     _: Admin,
@@ -57,13 +58,13 @@ pub async fn update_tenant(
     Ok(JsonResponse(StatusCode::OK, tenant).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/balance", tag = "balances", responses((status = 200, body = Balance)))]
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/balance", tag = "balances", security(("admin_token" = []), ("api_key" = []), ("service_token" = [])), params(TenantPath), responses((status = 200, body = Balance)))]
 pub async fn get_balance(State(s): State<AppState>, p: Principal, ApiPath(id): ApiPath<Uuid>) -> AppResult<Response> {
     p.scope(id, true)?;
     Ok(JsonResponse(StatusCode::OK, balance::get(&s.pool, id, s.clock.now()).await?).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/balance/breakdown", tag = "balances", params(Window),
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/balance/breakdown", tag = "balances", security(("admin_token" = []), ("api_key" = []), ("service_token" = [])), params(TenantPath, Window),
     responses((status = 200, body = Breakdown)))]
 pub async fn get_breakdown(
     State(s): State<AppState>,
@@ -75,8 +76,9 @@ pub async fn get_breakdown(
     Ok(JsonResponse(StatusCode::OK, balance::breakdown(&s.pool, id, &w).await?).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/transactions", tag = "history", params(TransactionFilter),
-    responses((status = 200, body = Page<TransactionView>), (status = 200, content_type = "text/csv", description = "With Accept: text/csv")))]
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/transactions", tag = "history", security(("admin_token" = []), ("api_key" = [])), params(TenantPath, TransactionFilter),
+    responses((status = 200, description = "A page of transactions, newest first: JSON, or CSV when `Accept` names `text/csv` (the next cursor then in `X-Next-Cursor`)",
+        content((Page<TransactionView> = "application/json"), (String = "text/csv")))))]
 pub async fn list_transactions(
     State(s): State<AppState>,
     p: Principal,
@@ -101,7 +103,7 @@ pub async fn list_transactions(
     Ok(JsonResponse(StatusCode::OK, page).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/usage", tag = "history", params(UsageQuery), responses((status = 200, body = Usage)))]
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/usage", tag = "history", security(("admin_token" = []), ("api_key" = [])), params(TenantPath, UsageQuery), responses((status = 200, body = Usage)))]
 pub async fn get_usage(
     State(s): State<AppState>,
     p: Principal,
@@ -112,7 +114,7 @@ pub async fn get_usage(
     Ok(JsonResponse(StatusCode::OK, history::usage(&s.pool, id, &q).await?).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/api-keys", tag = "api-keys", request_body = CreateKey,
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/api-keys", tag = "api-keys", security(("admin_token" = []), ("api_key" = [])), params(TenantPath), request_body = CreateKey,
     responses((status = 201, body = CreatedKey), (status = 400, description = "invalid name, spend_limit or allowed_models"),
               (status = 401), (status = 403, description = "a service token"), (status = 404, description = "no such tenant")))]
 pub async fn create_key(
@@ -125,7 +127,7 @@ pub async fn create_key(
     Ok(JsonResponse(StatusCode::CREATED, api_keys::create(&s.pool, &s.prices, id, req).await?).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/api-keys", tag = "api-keys", params(PageParams),
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/api-keys", tag = "api-keys", security(("admin_token" = []), ("api_key" = [])), params(TenantPath, PageParams),
     responses((status = 200, body = Page<ApiKey>)))]
 pub async fn list_keys(
     State(s): State<AppState>,
@@ -138,7 +140,7 @@ pub async fn list_keys(
     Ok(JsonResponse(StatusCode::OK, api_keys::list(&s.pool, id, &q, s.clock.now()).await?).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/api-keys/{key_id}", tag = "api-keys", responses((status = 200, body = ApiKey)))]
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/api-keys/{key_id}", tag = "api-keys", security(("admin_token" = []), ("api_key" = [])), params(KeyPath), responses((status = 200, body = ApiKey)))]
 pub async fn get_key(
     State(s): State<AppState>,
     p: Principal,
@@ -148,7 +150,7 @@ pub async fn get_key(
     Ok(JsonResponse(StatusCode::OK, api_keys::get(&s.pool, id, key, s.clock.now()).await?).into_response())
 }
 
-#[utoipa::path(patch, path = "/v1/tenants/{tenant_id}/api-keys/{key_id}", tag = "api-keys", request_body = UpdateKey,
+#[utoipa::path(patch, path = "/v1/tenants/{tenant_id}/api-keys/{key_id}", tag = "api-keys", security(("admin_token" = []), ("api_key" = [])), params(KeyPath), request_body = UpdateKey,
     responses((status = 200, body = ApiKey), (status = 400, description = "invalid name, status, spend_limit or allowed_models"),
               (status = 401), (status = 403, description = "a service token"), (status = 404, description = "no such key of this tenant")))]
 pub async fn update_key(
@@ -162,7 +164,7 @@ pub async fn update_key(
     Ok(JsonResponse(StatusCode::OK, view).into_response())
 }
 
-#[utoipa::path(delete, path = "/v1/tenants/{tenant_id}/api-keys/{key_id}", tag = "api-keys", responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/tenants/{tenant_id}/api-keys/{key_id}", tag = "api-keys", security(("admin_token" = []), ("api_key" = [])), params(KeyPath), responses((status = 204)))]
 pub async fn delete_key(
     State(s): State<AppState>,
     p: Principal,
@@ -179,7 +181,7 @@ pub struct VerifyRequest {
     pub key: String,
 }
 
-#[utoipa::path(post, path = "/v1/api-keys/verify", tag = "api-keys", request_body = VerifyRequest,
+#[utoipa::path(post, path = "/v1/api-keys/verify", tag = "api-keys", security(("admin_token" = []), ("service_token" = [])), request_body = VerifyRequest,
     responses((status = 200, body = VerifiedKey, description = "the key's tenant, status, spend limit and allowed models"),
               (status = 400), (status = 401, description = "unknown or deleted key"), (status = 403, description = "a tenant key")))]
 pub async fn verify_key(

@@ -36,6 +36,11 @@ impl From<LedgerError> for crate::error::AppError {
     fn from(e: LedgerError) -> Self {
         match e {
             LedgerError::Db(e) => e.into(),
+            // A request's own amounts (an adjustment, a top-up) can carry a balance past the
+            // range of money: the client's to fix, and nothing was written.
+            LedgerError::OutOfRange => crate::error::AppError::unprocessable(
+                "this would take a balance past the largest amount the ledger holds (1000000000000)",
+            ),
             other => crate::error::AppError::internal(other),
         }
     }

@@ -17,6 +17,7 @@ use super::store;
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
 use crate::http::extract::{parse_json, ApiPath, JsonResponse};
+use crate::http::openapi::params::TenantPath;
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -31,8 +32,7 @@ pub struct PortalLink {
 #[serde(deny_unknown_fields)]
 pub struct PortalSessionRequest {}
 
-#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/portal-sessions", tag = "portal",
-    params(("tenant_id" = Uuid, Path)), request_body(content = Option<PortalSessionRequest>, description = "none, or `{}`"),
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/portal-sessions", tag = "portal", security(("admin_token" = []), ("api_key" = [])), params(TenantPath), request_body(content = Option<PortalSessionRequest>, description = "none, `{}` or `null`"),
     responses((status = 201, body = PortalLink), (status = 403, description = "a service token, or a suspended tenant's own key"),
               (status = 404, description = "no such tenant (or another tenant's)")))]
 pub async fn create_session(
@@ -43,7 +43,7 @@ pub async fn create_session(
 ) -> AppResult<Response> {
     p.scope(id, false)?;
     if !body.iter().all(u8::is_ascii_whitespace) {
-        parse_json::<PortalSessionRequest>(&body)?;
+        parse_json::<Option<PortalSessionRequest>>(&body)?;
     }
     if let Principal::Tenant { .. } = p {
         if super::backend::tenant_suspended(&s.pool, id).await? {

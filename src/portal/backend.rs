@@ -38,7 +38,7 @@ use crate::vocab::{KeyStatus, TenantStatus};
 pub use crate::ledger::TxnKind;
 pub use crate::services::accounts::api_keys::{ApiKey, CreatedKey};
 pub use crate::services::accounts::balance::{Balance, Breakdown};
-pub use crate::services::accounts::history::{TransactionView, UsageRow};
+pub use crate::services::accounts::history::{GroupBy, TransactionView, UsageRow};
 pub use crate::services::limits::rules::{SpendLimit, WindowView};
 pub use crate::services::limits::tenant::TenantLimits;
 pub use crate::services::limits::window::Window;
@@ -94,9 +94,8 @@ pub fn runway(balance: &Balance) -> Option<Runway> {
 
 // ---- usage and history --------------------------------------------------------------------
 
-/// `group`: `day`, `model` or `api_key`.
-pub async fn usage(pool: &PgPool, tenant: Uuid, from: DateTime<Utc>, group: &str) -> AppResult<Vec<UsageRow>> {
-    let q = history::UsageQuery { from: Some(from), to: None, group_by: Some(group.into()) };
+pub async fn usage(pool: &PgPool, tenant: Uuid, from: DateTime<Utc>, group: GroupBy) -> AppResult<Vec<UsageRow>> {
+    let q = history::UsageQuery { from: Some(from), to: None, group_by: Some(group) };
     Ok(history::usage(pool, tenant, &q).await?.data)
 }
 

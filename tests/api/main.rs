@@ -21,6 +21,7 @@ mod ledger;
 mod limits;
 mod logs;
 mod metrics;
+mod openapi;
 mod ops;
 mod portal;
 mod pricing;

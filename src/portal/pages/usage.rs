@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::{page, table_wrap, Nav};
 use crate::error::AppError;
 use crate::money::Money;
-use crate::portal::backend::{self, UsageRow};
+use crate::portal::backend::{self, GroupBy, UsageRow};
 use crate::portal::chart::{self, Point};
 use crate::portal::errors::PortalResult;
 use crate::portal::format;
@@ -36,9 +36,9 @@ pub async fn get(
     let first = today - Duration::days(days - 1);
     let from = first.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
     let t = sess.tenant_id;
-    let per_day = backend::usage(&s.pool, t, from, "day").await?;
-    let per_model = backend::usage(&s.pool, t, from, "model").await?;
-    let per_key = backend::usage(&s.pool, t, from, "api_key").await?;
+    let per_day = backend::usage(&s.pool, t, from, GroupBy::Day).await?;
+    let per_model = backend::usage(&s.pool, t, from, GroupBy::Model).await?;
+    let per_key = backend::usage(&s.pool, t, from, GroupBy::ApiKey).await?;
     let labels = backend::key_labels(&s, t).await?;
     let currency = backend::balance(&s, t).await?.currency;
     let total = Money::checked_sum(per_day.iter().map(|r| r.amount))

@@ -34,6 +34,7 @@ pub struct AdjustmentRequest {
     /// Positive for bonus kinds; `adjustment` may be negative (`"-5.00"`).
     pub amount: Money,
     pub kind: AdjustmentKind,
+    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub reason: String,
     /// Bonus kinds only: when the granted lot expires.
     pub expires_at: Option<DateTime<Utc>>,
@@ -44,14 +45,14 @@ pub struct AdjustmentRequest {
 pub struct ConversionRequest {
     /// Legacy credits, a decimal string.
     #[serde(with = "rust_decimal::serde::str")]
-    #[schema(value_type = String, example = "1500")]
+    #[schema(value_type = String, example = "1500", pattern = r"^[0-9]{1,20}(\.[0-9]{1,12})?$")]
     pub credits: Decimal,
 }
 
 /// The draft for an adjustment, decided under the tenant's lock.
 fn adjustment_draft(req: &AdjustmentRequest, paid: Money, actor: &str, now: DateTime<Utc>) -> AppResult<Draft> {
     let reason = req.reason.trim();
-    if reason.is_empty() || reason.len() > 1000 {
+    if reason.is_empty() || reason.chars().count() > 1000 {
         return Err(AppError::invalid("reason is required (1-1000 characters)"));
     }
     let reference = json!({ "reason": reason, "actor": actor });

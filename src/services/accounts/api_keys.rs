@@ -22,13 +22,23 @@ use crate::services::limits::window::{self, Window};
 use crate::services::{Page, PageParams};
 use crate::vocab::KeyStatus;
 
+/// A new service token: only its name (limits and allowed models are a tenant key's).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateServiceToken {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    pub name: String,
+}
+
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
     /// At most `amount` per `window`; `null` or absent: no limit.
     pub spend_limit: Option<SpendLimit>,
     /// The models charges and holds naming this key may use; `null` or absent: all.
+    #[schema(max_items = 100)]
     pub allowed_models: Option<Vec<String>>,
 }
 
@@ -36,6 +46,7 @@ pub struct CreateKey {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: Option<String>,
     /// `enabled` or `disabled`.
     pub status: Option<KeyStatus>,
@@ -105,7 +116,7 @@ pub struct CreatedServiceToken {
 }
 
 fn check_name(name: &str) -> AppResult<()> {
-    if name.trim().is_empty() || name.len() > 200 {
+    if name.trim().is_empty() || name.chars().count() > 200 {
         return Err(AppError::invalid("name must be 1-200 characters"));
     }
     Ok(())

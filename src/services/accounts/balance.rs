@@ -83,9 +83,12 @@ pub async fn get(pool: &PgPool, tenant_id: Uuid, now: DateTime<Utc>) -> AppResul
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Window {
+    /// At or after (RFC 3339); unset: since the start.
     pub from: Option<DateTime<Utc>>,
+    /// Before (RFC 3339); unset: until now.
     pub to: Option<DateTime<Utc>>,
 }
 

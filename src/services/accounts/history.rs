@@ -61,13 +61,23 @@ impl TransactionView {
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TransactionFilter {
+    /// Only transactions of this kind.
+    #[param(value_type = Option<crate::ledger::accounts::TxnKind>)]
     pub kind: Option<String>,
+    /// Created at or after (RFC 3339).
     pub from: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
     pub to: Option<DateTime<Utc>>,
+    /// Only transactions made with this API key.
     pub api_key_id: Option<Uuid>,
+    /// 1 to 200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page (in CSV: the `X-Next-Cursor` header).
+    #[param(value_type = Option<Uuid>)]
     pub cursor: Option<String>,
 }
 
@@ -158,12 +168,35 @@ fn csv_field(s: &str) -> String {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
+    /// Usage at or after (RFC 3339).
     pub from: Option<DateTime<Utc>>,
+    /// Usage before (RFC 3339).
     pub to: Option<DateTime<Utc>>,
     /// `day` (default), `model` or `api_key`.
-    pub group_by: Option<String>,
+    pub group_by: Option<GroupBy>,
+}
+
+/// What usage rows are keyed by.
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    #[default]
+    Day,
+    Model,
+    ApiKey,
+}
+
+impl GroupBy {
+    fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Day => "day",
+            GroupBy::Model => "model",
+            GroupBy::ApiKey => "api_key",
+        }
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -182,10 +215,7 @@ pub struct Usage {
 }
 
 pub async fn usage(pool: &PgPool, tenant_id: Uuid, q: &UsageQuery) -> AppResult<Usage> {
-    let group = q.group_by.as_deref().unwrap_or("day");
-    if !["day", "model", "api_key"].contains(&group) {
-        return Err(AppError::invalid("group_by must be day, model or api_key"));
-    }
+    let group = q.group_by.unwrap_or_default().as_str();
     let currency = exists(pool, tenant_id).await?;
     // Whole days from the rollups, the partial edge days from the charges and refunds: each
     // edge a LATERAL subquery kept whole (OFFSET 0), so always an index range scan of it.

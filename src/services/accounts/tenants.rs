@@ -28,15 +28,19 @@ pub struct Tenant {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub external_ref: Option<String>,
     /// Only `USD` is supported.
+    #[schema(value_type = Option<String>, pattern = "^USD$")]
     pub currency: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenant {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: Option<String>,
     /// `active` or `suspended`.
     pub status: Option<TenantStatus>,
@@ -45,7 +49,7 @@ pub struct UpdateTenant {
 const COLUMNS: &str = "id, name, external_ref, currency, status, created_at";
 
 fn check_name(name: &str) -> AppResult<()> {
-    if name.trim().is_empty() || name.len() > 200 {
+    if name.trim().is_empty() || name.chars().count() > 200 {
         return Err(AppError::invalid("name must be 1-200 characters"));
     }
     Ok(())
@@ -54,7 +58,7 @@ fn check_name(name: &str) -> AppResult<()> {
 pub async fn create(frame: &Frame, cfg: &Config, req: CreateTenant) -> AppResult<Tenant> {
     check_name(&req.name)?;
     if let Some(r) = &req.external_ref {
-        if r.is_empty() || r.len() > 200 {
+        if r.is_empty() || r.chars().count() > 200 {
             return Err(AppError::invalid("external_ref must be 1-200 characters"));
         }
     }

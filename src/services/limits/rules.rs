@@ -28,6 +28,7 @@ pub const MAX_MODELS: usize = 100;
 #[serde(deny_unknown_fields)]
 pub struct SpendLimit {
     /// Positive, at most 6 decimals, as a string.
+    #[schema(schema_with = crate::money::Money::positive_schema)]
     pub amount: Money,
     /// `day`, `week` (from Monday), `month` (from the 1st) or `lifetime`.
     pub window: Window,

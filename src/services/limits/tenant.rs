@@ -23,10 +23,10 @@ use crate::money::Money;
 #[serde(deny_unknown_fields)]
 pub struct TenantLimitsRequest {
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, nullable)]
+    #[schema(schema_with = crate::money::Money::positive_or_null_schema)]
     pub day: Option<Option<Money>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, nullable)]
+    #[schema(schema_with = crate::money::Money::positive_or_null_schema)]
     pub month: Option<Option<Money>>,
 }
 

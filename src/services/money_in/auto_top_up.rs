@@ -57,10 +57,13 @@ pub struct AutoTopUpSummary {
 pub struct AutoTopUpRequest {
     pub enabled: bool,
     /// Top up when `available` falls below this.
+    #[schema(schema_with = crate::money::Money::positive_schema)]
     pub threshold: Money,
     /// The unit charged; must satisfy the top-up limits.
+    #[schema(schema_with = crate::money::Money::positive_schema)]
     pub amount: Money,
     /// At most this much auto top-up per calendar month (UTC).
+    #[schema(schema_with = crate::money::Money::positive_or_null_schema)]
     pub monthly_limit: Option<Money>,
 }
 

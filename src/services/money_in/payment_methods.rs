@@ -22,6 +22,7 @@ use crate::payments::{MethodError, PaymentProvider};
 pub struct PaymentMethodRequest {
     /// The provider's token: `pm_mock_ok` with the mock provider, a Stripe PaymentMethod
     /// id (`pm_…`) with Stripe.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[!-~]+$")]
     pub token: String,
 }
 

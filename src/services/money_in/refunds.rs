@@ -36,7 +36,9 @@ use crate::vocab::TopUpStatus;
 #[serde(deny_unknown_fields)]
 pub struct TopUpRefundRequest {
     /// What goes back to the card. Default: what is left of the top-up.
+    #[schema(schema_with = crate::money::Money::positive_or_null_schema)]
     pub amount: Option<Money>,
+    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub reason: String,
 }
 
@@ -49,7 +51,7 @@ pub async fn create(
     actor: String,
 ) -> AppResult<Stored> {
     let reason = req.reason.trim().to_string();
-    if reason.is_empty() || reason.len() > 1000 {
+    if reason.is_empty() || reason.chars().count() > 1000 {
         return Err(AppError::invalid("reason is required (1-1000 characters)"));
     }
     if let Some(amount) = req.amount {

@@ -32,6 +32,7 @@ use crate::vocab::{TenantStatus, TopUpSource, TopUpStatus};
 #[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopUpRequest {
+    #[schema(schema_with = crate::money::Money::positive_schema)]
     pub amount: Money,
 }
 

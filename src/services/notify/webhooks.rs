@@ -29,8 +29,10 @@ use crate::error::{AppError, AppResult};
 #[serde(deny_unknown_fields)]
 pub struct WebhookRequest {
     /// An `https://` (or `http://`) URL on a public address.
+    #[schema(min_length = 1, max_length = 2048, pattern = "^https?://")]
     pub url: String,
     /// Event types to send; omitted: all of them.
+    #[schema(min_items = 1, value_type = Option<Vec<crate::services::notify::events::EventType>>)]
     pub events: Option<Vec<String>>,
 }
 

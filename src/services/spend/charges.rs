@@ -34,7 +34,9 @@ pub struct ChargeRequest {
     #[schema(value_type = Option<Object>)]
     pub usage: Option<Value>,
     /// Instead of `model` + `usage`: an explicit amount.
+    #[schema(schema_with = crate::money::Money::positive_or_null_schema)]
     pub amount: Option<Money>,
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
     pub api_key_id: Option<Uuid>,
     #[schema(value_type = Option<Object>)]
@@ -45,18 +47,21 @@ pub struct ChargeRequest {
 #[serde(deny_unknown_fields)]
 pub struct HoldRequest {
     pub tenant_id: Uuid,
+    #[schema(schema_with = crate::money::Money::positive_or_null_schema)]
     pub amount: Option<Money>,
     pub model: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub usage: Option<Value>,
     /// 1 to 604800 (7 days); default 900.
+    #[schema(minimum = 1, maximum = 604800)]
     pub expires_in_seconds: Option<i64>,
     pub api_key_id: Option<Uuid>,
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
 }
 
 fn check_description(d: &Option<String>) -> AppResult<()> {
-    if d.as_ref().is_some_and(|d| d.len() > 1000) {
+    if d.as_ref().is_some_and(|d| d.chars().count() > 1000) {
         return Err(AppError::invalid("description must be at most 1000 characters"));
     }
     Ok(())

@@ -34,6 +34,7 @@ use crate::vocab::HoldStatus;
 #[serde(deny_unknown_fields)]
 pub struct CaptureRequest {
     /// At most the held amount; without `amount` or `usage`, the whole hold.
+    #[schema(schema_with = crate::money::Money::positive_or_null_schema)]
     pub amount: Option<Money>,
     /// Final usage, priced with the price version the hold was placed at.
     #[schema(value_type = Option<Object>)]

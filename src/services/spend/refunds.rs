@@ -24,7 +24,9 @@ use crate::services::limits::store as limits;
 #[serde(deny_unknown_fields)]
 pub struct RefundRequest {
     /// Default: what is left of the charge.
+    #[schema(schema_with = crate::money::Money::positive_or_null_schema)]
     pub amount: Option<Money>,
+    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub reason: String,
 }
 
@@ -62,7 +64,7 @@ pub async fn refund(
     actor: String,
 ) -> AppResult<Stored> {
     let reason = req.reason.trim().to_string();
-    if reason.is_empty() || reason.len() > 1000 {
+    if reason.is_empty() || reason.chars().count() > 1000 {
         return Err(AppError::invalid("reason is required (1-1000 characters)"));
     }
     if req.amount.is_some_and(|a| !a.is_positive()) {
