@@ -86,8 +86,7 @@ pub async fn build_state(config: Config, pool: PgPool, mock: Option<Arc<MockProv
     let low_balance = Arc::new(LowBalance::default());
     let clock = Clock::system();
     let frame = Frame::new(pool.clone(), clock.clone(), low_balance.clone(), faults.clone());
-    let charger =
-        Arc::new(Charger::new(frame.clone(), config.credits_per_usd, config.charge_batching, config.charge_batch_max));
+    let charger = Arc::new(Charger::new(frame.clone(), &config));
     let money_in = MoneyIn {
         frame: frame.clone(),
         provider: provider.clone(),
