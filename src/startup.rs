@@ -38,7 +38,13 @@ pub async fn database(config: &Config) -> Result<(PgPool, Option<EmbeddedPostgre
             let dir = config.data_dir.clone();
             let max_connections = (config.db_pool_size * 4).max(50);
             let pg = tokio::task::spawn_blocking(move || {
-                EmbeddedPostgres::start(EmbeddedOptions { dir, ephemeral: false, fsync: true, max_connections })
+                EmbeddedPostgres::start(EmbeddedOptions {
+                    dir,
+                    ephemeral: false,
+                    fsync: true,
+                    max_connections,
+                    preload: None,
+                })
             })
             .await??;
             (pg.ensure_database("tally").await?, Some(pg))
