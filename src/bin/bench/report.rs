@@ -191,6 +191,8 @@ pub fn print_summary(rows: &[Row]) {
     if let Some(spread) = rows.iter().find(|r| r.scenario.ends_with(" tenants")) {
         compare(rows, &spread.scenario.clone(), 64);
     }
+    compare(rows, "mixed 80/20", 64);
+    compare(rows, "two replicas", 64);
     one_client_latency(rows);
     limit_cost(rows);
     if rows.iter().any(|r| r.verdict.notes.iter().any(|n| n.starts_with("DRIFT"))) {

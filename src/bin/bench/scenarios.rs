@@ -338,7 +338,7 @@ impl Runner<'_> {
         let cpu = cpu_before.until(&cpu::Sample::take(self.svc.pid(), self.postmaster_pid));
         let wal = profile::wal_position(self.db).await? - wal_before;
         if self.profile {
-            profile::print_top(self.db, outcome.acked.len(), 8).await?;
+            profile::print_top(self.db, outcome.acked.len(), 10).await?;
         }
         let check = Check {
             db: self.db,
