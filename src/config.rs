@@ -68,6 +68,9 @@ pub struct Config {
     pub webhook_endpoint_in_flight: usize,
     /// How long before a bonus lot expires the `credits.expiring` event is sent.
     pub credits_expiring_notice: Duration,
+    /// Request rate limits per tenant API key (and per tenant's portal), and per service token.
+    pub rate_limit_tenant: crate::rate_limit::Rate,
+    pub rate_limit_service: crate::rate_limit::Rate,
     /// The tenant portal: `TALLY_PUBLIC_URL`, link and session lifetimes.
     pub portal: crate::portal::config::PortalConfig,
     /// Stripe's keys and API address, when `TALLY_PAYMENT_PROVIDER=stripe`.
@@ -203,6 +206,16 @@ impl Config {
             credits_expiring_notice: Duration::from_secs(
                 parse::<u64>(&var, "TALLY_CREDITS_EXPIRING_DAYS", "7")?.saturating_mul(86_400),
             ),
+            rate_limit_tenant: rate(
+                &var,
+                ("TALLY_RATE_LIMIT_TENANT_RPS", "50"),
+                ("TALLY_RATE_LIMIT_TENANT_BURST", "200"),
+            )?,
+            rate_limit_service: rate(
+                &var,
+                ("TALLY_RATE_LIMIT_SERVICE_RPS", "0"),
+                ("TALLY_RATE_LIMIT_SERVICE_BURST", "0"),
+            )?,
             portal: crate::portal::config::PortalConfig::from_lookup(&var)
                 .map_err(|message| ConfigError { var: "TALLY_PUBLIC_URL", message })?,
         })
@@ -316,6 +329,15 @@ fn money(
     parse(var, name, default)
 }
 
+/// A rate limit: tokens per second (0: off) and bucket size (0: one second's worth).
+fn rate(
+    var: &impl Fn(&'static str) -> Option<String>,
+    (rps, rps_default): (&'static str, &str),
+    (burst, burst_default): (&'static str, &str),
+) -> Result<crate::rate_limit::Rate, ConfigError> {
+    Ok(crate::rate_limit::Rate { per_second: parse(var, rps, rps_default)?, burst: parse(var, burst, burst_default)? })
+}
+
 fn optional_days(
     var: &impl Fn(&'static str) -> Option<String>,
     name: &'static str,
@@ -341,6 +363,8 @@ mod tests {
         let c = with(&[]).unwrap();
         assert_eq!(c.addr.to_string(), "127.0.0.1:8080");
         assert!(c.database_url.is_none() && c.admin_token.is_none() && c.charge_batching);
+        assert_eq!(c.rate_limit_tenant, crate::rate_limit::Rate { per_second: 50, burst: 200 });
+        assert!(c.rate_limit_service.is_off(), "backends are trusted: off by default");
     }
 
     #[test]
@@ -396,6 +420,8 @@ mod tests {
             ("TALLY_WEBHOOK_ENDPOINT_IN_FLIGHT", "0"),
             ("TALLY_MAX_CONNECTIONS", "0"),
             ("TALLY_AUTO_TOP_UP_BACKOFF_MS", "soon"),
+            ("TALLY_RATE_LIMIT_TENANT_RPS", "-1"),
+            ("TALLY_RATE_LIMIT_SERVICE_BURST", "lots"),
         ] {
             let e = with(&[(k, v)]).unwrap_err();
             assert_eq!(e.var, k, "{e}");

@@ -114,6 +114,7 @@ pub async fn build_state(config: Config, pool: PgPool, mock: Option<Arc<MockProv
         faults,
         low_balance,
         webhook_client,
+        rate_limits: crate::rate_limit::RateLimits::new(config.rate_limit_tenant, config.rate_limit_service),
         pool,
         config,
     };

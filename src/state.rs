@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::faults::Faults;
 use crate::frame::Frame;
 use crate::payments::{MockProvider, PaymentProvider, StripeProvider};
+use crate::rate_limit::RateLimits;
 use crate::services::accounts::prices::PriceCache;
 use crate::services::money_in::MoneyIn;
 use crate::services::notify::low_balance::LowBalance;
@@ -42,6 +43,8 @@ pub struct App {
     /// The low-balance watch: its settings cache, and the wake-up of this replica's auto
     /// top-up worker when a movement takes a tenant below its threshold.
     pub low_balance: Arc<LowBalance>,
+    /// Request rate limits per credential (this replica's buckets).
+    pub rate_limits: RateLimits,
     /// Sends webhooks: public addresses only unless allowed, no redirects.
     pub webhook_client: reqwest::Client,
 }

@@ -108,6 +108,14 @@ impl Books {
         Ok(())
     }
 
+    /// The kind of every ledger transaction this movement posted (swept expiries included).
+    pub(super) fn posted_kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.ledgers.iter().flat_map(|l| {
+            let expiries = std::iter::repeat_n(TxnKind::Expiry.as_str(), l.swept);
+            expiries.chain(l.drafts.iter().map(|d| d.kind.as_str()))
+        })
+    }
+
     /// Each tenant's `available` when locked and now.
     pub(super) fn moved(&self) -> AppResult<Vec<(Uuid, Money, Money)>> {
         self.ledgers

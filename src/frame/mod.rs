@@ -17,7 +17,8 @@
 //!    `balance.depleted` in the outbox, in this transaction;
 //! 9. commit (or roll back explicitly on any error, so every lock is free before the
 //!    answer leaves);
-//! 10. after the commit: the auto top-up wake-up. Work here never turns a committed
+//! 10. after the commit: the ledger postings counted (`crate::meters`), the auto top-up
+//!     wake-up. Work here never turns a committed
 //!     movement into a failure: an error is logged, the answers stand.
 //!
 //! Invariant: all of it runs on a task of its own ([`Frame::run`] spawns it), so a client
@@ -160,14 +161,15 @@ impl Frame {
 
     async fn execute<M: Movement>(self, m: M) -> AppResult<M::Output> {
         let (low, clock) = (self.low.clone(), self.clock.clone());
-        let (m, lowered, stored) = committed(&self.pool, move |tx| {
+        let (m, lowered, stored, posted) = committed(&self.pool, move |tx| {
             Box::pin(async move {
                 let mut m = m;
-                let (lowered, stored) = steps(tx, &low, &clock, &mut m).await?;
-                Ok((m, lowered, stored))
+                let (lowered, stored, posted) = steps(tx, &low, &clock, &mut m).await?;
+                Ok((m, lowered, stored, posted))
             })
         })
         .await?;
+        crate::meters::postings(posted);
         if let Err(e) = self.after_commit(&lowered) {
             tracing::error!(error = %e, "work after a commit failed; the movement stands");
         }
@@ -186,16 +188,17 @@ impl Frame {
     }
 }
 
-/// Steps 1 to 8, inside the transaction.
+/// Steps 1 to 8, inside the transaction; also the kinds of the ledger transactions posted
+/// (counted once committed).
 async fn steps<M: Movement>(
     tx: &mut PgConnection,
     low: &LowBalance,
     clock: &Clock,
     m: &mut M,
-) -> AppResult<(Lowered, Vec<Response>)> {
+) -> AppResult<(Lowered, Vec<Response>, Vec<&'static str>)> {
     let results = idempotency::claim_all(tx, &m.claims()).await?;
     if !m.claimed(results)? {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok((Vec::new(), Vec::new(), Vec::new()));
     }
     m.prepare(tx).await?;
     let mut books = books::lock(tx, m.tenants(), clock.now()).await?;
@@ -214,7 +217,7 @@ async fn steps<M: Movement>(
     low.within(tx, &moved).await?;
     let lowered =
         moved.into_iter().filter(|(_, before, after)| after < before).map(|(t, _, after)| (t, after)).collect();
-    Ok((lowered, responses))
+    Ok((lowered, responses, books.posted_kinds().collect()))
 }
 
 /// Runs `work` in one transaction on a task of its own: committed when it returns `Ok`,

@@ -2,6 +2,9 @@
 //! (`crate::auth`), and the [`Admin`] and [`Backend`] guards that answer 403 before
 //! anything else in the request is read.
 //!
+//! Once the credential is known, its rate limit applies (`super::throttle`): over the
+//! limit, a 429 before the handler runs. The admin token is never limited.
+//!
 //! A suspended tenant's own API keys can read but change nothing: every request with a
 //! write method by such a key is a 403 here, before any handler runs.
 
@@ -11,6 +14,7 @@ use axum::http::request::Parts;
 use crate::auth::{verify, Principal};
 use crate::error::AppError;
 use crate::idempotency::{IdempotencyKey, Side};
+use crate::rate_limit::Bucket;
 use crate::state::AppState;
 
 impl FromRequestParts<AppState> for Principal {
@@ -26,12 +30,24 @@ impl FromRequestParts<AppState> for Principal {
             .filter(|t| !t.is_empty() && t.len() <= 256)
             .ok_or(AppError::Unauthorized)?;
         let v = verify(&state.pool, &state.admin_token_hash, &state.auth_cache, token).await?;
+        if let Some(bucket) = bucket(&v.principal) {
+            super::throttle::admit(parts, &state.rate_limits, bucket)?;
+        }
         if v.tenant_suspended && is_write(parts) {
             return Err(AppError::Forbidden(
                 "this tenant is suspended: its API keys can read but change nothing".into(),
             ));
         }
         Ok(v.principal)
+    }
+}
+
+/// The rate-limit bucket a credential draws on: none for the admin token.
+fn bucket(p: &Principal) -> Option<Bucket> {
+    match *p {
+        Principal::Admin => None,
+        Principal::Service { id } => Some(Bucket::Service(id)),
+        Principal::Tenant { key_id, .. } => Some(Bucket::ApiKey(key_id)),
     }
 }
 

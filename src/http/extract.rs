@@ -115,6 +115,7 @@ impl IntoResponse for Stored {
     fn into_response(self) -> Response {
         let mut r = json_bytes(self.status, self.body);
         if self.replayed {
+            crate::meters::idempotent_replay();
             r.headers_mut().insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
         }
         r

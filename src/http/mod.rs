@@ -31,6 +31,7 @@ pub mod providers;
 pub mod receipts;
 pub mod server;
 pub mod tenants;
+pub mod throttle;
 
 pub fn router(state: AppState) -> Router {
     ops::prometheus();
@@ -94,6 +95,7 @@ pub fn router(state: AppState) -> Router {
 
     api.merge(portal)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
+        .layer(middleware::from_fn(throttle::headers))
         .layer(middleware::from_fn(input::refuse_bad_bytes))
         .layer(middleware::from_fn_with_state(timeout, deadline))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -116,10 +118,7 @@ async fn track(req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
     let method = req.method().to_string();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
+    crate::meters::http_request(method, route, resp.status().as_u16(), start.elapsed());
     resp
 }
 

@@ -1,4 +1,4 @@
-//! Unauthenticated operations routes: liveness, readiness, metrics.
+//! Unauthenticated operations routes: liveness, readiness, metrics (named in `crate::meters`).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -12,6 +12,8 @@ use serde_json::json;
 use super::extract::JsonResponse;
 use crate::db;
 use crate::error::AppError;
+use crate::meters;
+use crate::services::notify::webhooks;
 use crate::state::AppState;
 
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "process up")))]
@@ -32,6 +34,9 @@ pub async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
+/// The longest a scrape waits for the outbox figures.
+const OUTBOX_READ_LIMIT: Duration = Duration::from_secs(2);
+
 /// How often recorded histogram samples are folded into their buckets when nobody scrapes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -44,11 +49,11 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let handle = PrometheusBuilder::new()
-            .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+        let handle = meters::buckets(PrometheusBuilder::new())
             .expect("static buckets")
             .install_recorder()
             .expect("one Prometheus recorder per process");
+        meters::describe();
         let upkeep = handle.clone();
         std::thread::Builder::new()
             .name("metrics-upkeep".into())
@@ -63,9 +68,15 @@ pub fn prometheus() -> &'static PrometheusHandle {
 
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain", description = "Prometheus metrics")))]
 pub async fn metrics(State(s): State<AppState>) -> Response {
-    metrics::gauge!("db_pool_connections").set(s.pool.size() as f64);
-    metrics::gauge!("db_pool_idle_connections").set(s.pool.num_idle() as f64);
-    metrics::gauge!("db_pool_max_connections").set(s.config.db_pool_size as f64);
+    meters::pool(s.pool.size(), s.pool.num_idle(), s.config.db_pool_size);
+    meters::rate_limit_buckets(s.rate_limits.buckets());
+    // The outbox figures are the database's (all replicas): a scrape that cannot read them
+    // in time keeps the last ones rather than fail or hang.
+    match tokio::time::timeout(OUTBOX_READ_LIMIT, webhooks::backlog(&s.pool)).await {
+        Ok(Ok((pending, oldest))) => meters::outbox(pending, oldest),
+        Ok(Err(e)) => tracing::warn!(error = %e, "reading the outbox backlog for /metrics failed"),
+        Err(_) => tracing::warn!("reading the outbox backlog for /metrics timed out"),
+    }
     let mut r = prometheus().render().into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
     r

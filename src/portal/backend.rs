@@ -11,7 +11,8 @@
 //!   every lookup by id is scoped by that tenant (another tenant's id is "not found");
 //! - writes are refused for a suspended tenant before any service is called; the services
 //!   run their transactions where a closed browser tab cannot cancel them (the frame);
-//! - nothing here decides money: top-ups and auto top-up settings are the services'.
+//! - nothing here decides money: top-ups, auto top-up settings and spend limits are the
+//!   services' (the portal only turns form fields into the services' requests).
 
 use std::collections::HashMap;
 
@@ -24,9 +25,10 @@ use crate::error::{AppError, AppResult};
 use crate::http::receipts;
 use crate::idempotency::{IdempotencyKey, Side};
 use crate::money::Money;
-use crate::services::accounts::{api_keys, balance, history, tenants};
+use crate::services::accounts::{api_keys, balance, history, prices, tenants};
+use crate::services::limits;
 use crate::services::money_in::auto_top_up::{self, AutoTopUpRequest};
-use crate::services::money_in::{payment_methods, records, top_ups};
+use crate::services::money_in::{payment_methods, records, refunds, top_ups};
 use crate::services::notify::events::{self, EventType};
 use crate::services::notify::webhooks;
 use crate::services::PageParams;
@@ -37,7 +39,11 @@ pub use crate::ledger::TxnKind;
 pub use crate::services::accounts::api_keys::{ApiKey, CreatedKey};
 pub use crate::services::accounts::balance::{Balance, Breakdown};
 pub use crate::services::accounts::history::{TransactionView, UsageRow};
+pub use crate::services::limits::rules::{SpendLimit, WindowView};
+pub use crate::services::limits::tenant::TenantLimits;
+pub use crate::services::limits::window::Window;
 pub use crate::services::money_in::auto_top_up::AutoTopUpView;
+pub use crate::services::money_in::clawback::{RefundKind, RefundView};
 pub use crate::services::money_in::records::TopUpView;
 pub use crate::services::notify::events::EventView;
 pub use crate::services::notify::webhooks::WebhookView;
@@ -61,8 +67,9 @@ fn page(limit: i64, cursor: Option<String>) -> PageParams {
 
 // ---- balance ----------------------------------------------------------------------------
 
-pub async fn balance(pool: &PgPool, tenant: Uuid) -> AppResult<Balance> {
-    balance::get(pool, tenant, Utc::now()).await
+/// At the application's clock, like the API's: the runway's 7 days end at the same instant.
+pub async fn balance(app: &App, tenant: Uuid) -> AppResult<Balance> {
+    balance::get(&app.pool, tenant, app.clock.now()).await
 }
 
 /// Lifetime sums by source.
@@ -147,16 +154,17 @@ pub async fn transactions_csv(pool: &PgPool, tenant: Uuid, f: &TxnFilter) -> App
 
 // ---- API keys ---------------------------------------------------------------------------
 
-pub async fn keys(pool: &PgPool, tenant: Uuid, limit: i64, cursor: Option<String>) -> AppResult<Page<ApiKey>> {
-    api_keys::list(pool, tenant, &page(limit, cursor), Utc::now()).await
+/// At the application's clock, like the API's: it says which spend-limit window is current.
+pub async fn keys(app: &App, tenant: Uuid, limit: i64, cursor: Option<String>) -> AppResult<Page<ApiKey>> {
+    api_keys::list(&app.pool, tenant, &page(limit, cursor), app.clock.now()).await
 }
 
 /// Names and prefixes of the tenant's keys (for labelling usage), at most a few thousand.
-pub async fn key_labels(pool: &PgPool, tenant: Uuid) -> AppResult<HashMap<Uuid, (String, String)>> {
+pub async fn key_labels(app: &App, tenant: Uuid) -> AppResult<HashMap<Uuid, (String, String)>> {
     let mut out = HashMap::new();
     let mut cursor = None;
     for _ in 0..20 {
-        let p = api_keys::list(pool, tenant, &page(200, cursor), Utc::now()).await?;
+        let p = api_keys::list(&app.pool, tenant, &page(200, cursor), app.clock.now()).await?;
         out.extend(p.data.into_iter().map(|k| (k.id, (k.name, k.prefix))));
         match p.next_cursor {
             Some(c) => cursor = Some(c),
@@ -166,25 +174,57 @@ pub async fn key_labels(pool: &PgPool, tenant: Uuid) -> AppResult<HashMap<Uuid, 
     Ok(out)
 }
 
-pub async fn create_key(state: &AppState, tenant: Uuid, suspended: bool, name: String) -> AppResult<CreatedKey> {
+/// A key's spend limit and allowed models as a form gives them (`None`: no limit; all
+/// models).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyLimits {
+    pub spend_limit: Option<SpendLimit>,
+    pub allowed_models: Option<Vec<String>>,
+}
+
+/// Creates a key through the API's key service (its checks, its messages).
+pub async fn create_key(
+    state: &AppState,
+    tenant: Uuid,
+    suspended: bool,
+    name: String,
+    limits: KeyLimits,
+) -> AppResult<CreatedKey> {
     writable(suspended)?;
-    // LATER(issue 10, spend limits on the keys page): pass `spend_limit` and
-    // `allowed_models` from the form; the service takes them already.
-    let req = api_keys::CreateKey { name, ..Default::default() };
+    let req = api_keys::CreateKey { name, spend_limit: limits.spend_limit, allowed_models: limits.allowed_models };
     api_keys::create(&state.pool, &state.prices, tenant, req).await
 }
 
+/// The models of the price book (what `allowed_models` may name), by name.
+pub async fn models(pool: &PgPool) -> AppResult<Vec<String>> {
+    Ok(prices::list_latest(pool).await?.into_iter().map(|p| p.model).collect())
+}
+
+/// A change of one key; `None`: unchanged.
+#[derive(Debug, Clone, Default)]
+pub struct KeyEdit {
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    /// Replaces the key's spend limit and allowed models, both.
+    pub limits: Option<KeyLimits>,
+}
+
+/// Changes a key through the API's key service: under the tenant's lock, a new limit
+/// recounted at once; another tenant's key is "not found".
 pub async fn update_key(
     state: &AppState,
     tenant: Uuid,
     suspended: bool,
     key: Uuid,
-    name: Option<String>,
-    enabled: Option<bool>,
+    edit: KeyEdit,
 ) -> AppResult<ApiKey> {
     writable(suspended)?;
-    let status = enabled.map(|e| if e { KeyStatus::Enabled } else { KeyStatus::Disabled });
-    let req = api_keys::UpdateKey { name, status, ..Default::default() };
+    let status = edit.enabled.map(|e| if e { KeyStatus::Enabled } else { KeyStatus::Disabled });
+    let (spend_limit, allowed_models) = match edit.limits {
+        Some(l) => (Some(l.spend_limit), Some(l.allowed_models)),
+        None => (None, None),
+    };
+    let req = api_keys::UpdateKey { name: edit.name, status, spend_limit, allowed_models };
     api_keys::update(&state.frame, &state.auth_cache, &state.prices, tenant, key, req).await
 }
 
@@ -265,6 +305,20 @@ pub async fn top_up_view(pool: &PgPool, tenant: Uuid, id: Uuid) -> AppResult<Top
     records::get(pool, tenant, id).await
 }
 
+/// The refunds and reversals of the given top-ups of the tenant, by top-up, oldest first:
+/// one read for a page of history.
+pub async fn top_up_refunds(
+    pool: &PgPool,
+    tenant: Uuid,
+    top_ups: &[Uuid],
+) -> AppResult<HashMap<Uuid, Vec<RefundView>>> {
+    let mut out: HashMap<Uuid, Vec<RefundView>> = HashMap::new();
+    for r in refunds::list_for_top_ups(pool, tenant, top_ups).await? {
+        out.entry(r.top_up_id).or_default().push(r);
+    }
+    Ok(out)
+}
+
 /// The same printable receipt the API serves.
 pub async fn receipt(pool: &PgPool, tenant: Uuid, id: Uuid) -> AppResult<String> {
     receipts::receipt(pool, tenant, id).await
@@ -288,6 +342,26 @@ pub async fn put_auto_top_up(
     writable(suspended)?;
     let req = AutoTopUpRequest { enabled, threshold, amount, monthly_limit };
     auto_top_up::put(&state.money_in, tenant, req).await
+}
+
+/// The tenant's own spend limits with what their windows have spent, at the application's
+/// clock (as `GET …/spend-limits` answers).
+pub async fn tenant_limits(app: &App, tenant: Uuid) -> AppResult<TenantLimits> {
+    limits::tenant::get(&app.pool, tenant, app.clock.now()).await
+}
+
+/// Sets both of the tenant's limits (`None`: no limit for that window) through the service
+/// of `PUT …/spend-limits`.
+pub async fn put_tenant_limits(
+    state: &AppState,
+    tenant: Uuid,
+    suspended: bool,
+    day: Option<Money>,
+    month: Option<Money>,
+) -> AppResult<TenantLimits> {
+    writable(suspended)?;
+    let req = limits::tenant::TenantLimitsRequest { day: Some(day), month: Some(month) };
+    limits::tenant::put(&state.frame, tenant, req).await
 }
 
 /// The webhook endpoint on file: its URL and event types (`None`: all types).

@@ -7,7 +7,7 @@
 use axum::extract::{FromRequest, Request};
 
 use super::errors::PortalError;
-use crate::money::Money;
+use crate::money::{Money, MoneyError, SCALE};
 
 /// The fields of a posted form, in order (a field may repeat, e.g. checkboxes).
 #[derive(Debug, Default)]
@@ -51,7 +51,12 @@ pub fn parse_amount(raw: &str, what: &str) -> Result<Money, String> {
     if cleaned.is_empty() {
         return Err(format!("Enter {what}."));
     }
-    cleaned.parse::<Money>().map_err(|_| format!("{what} must be an amount in dollars, like 25 or 25.50.",))
+    cleaned.parse::<Money>().map_err(|e| match e {
+        MoneyError::TooManyDecimals => {
+            format!("{what} can have at most {SCALE} decimal places: amounts are never rounded.")
+        }
+        _ => format!("{what} must be an amount in dollars, like 25 or 25.50."),
+    })
 }
 
 #[cfg(test)]
@@ -64,6 +69,6 @@ mod tests {
         assert_eq!(parse_amount("12.5", "x").unwrap().to_string(), "12.50");
         assert!(parse_amount("", "the amount").unwrap_err().contains("Enter the amount"));
         assert!(parse_amount("ten", "x").is_err());
-        assert!(parse_amount("1.0000001", "x").is_err(), "never rounded");
+        assert!(parse_amount("1.0000001", "X").unwrap_err().contains("at most 6 decimal places"), "never rounded");
     }
 }

@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/portal/top-ups/{top_up_id}/receipt", get(top_ups::receipt))
         .route("/portal/settings", get(settings::get))
         .route("/portal/settings/auto-top-up", post(settings::auto_top_up).get(back_to("/portal/settings")))
+        .route("/portal/settings/spend-limits", post(settings::spend_limits).get(back_to("/portal/settings")))
         .route("/portal/settings/webhook", post(settings::webhook).get(back_to("/portal/settings")))
         .route("/portal/sign-out", post(entry::sign_out).get(back_to("/portal")))
         .route("/portal/enter", get(entry::enter))

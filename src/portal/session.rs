@@ -17,6 +17,7 @@ use maud::html;
 use super::errors::PortalError;
 use super::form::Fields;
 use super::store::{self, Session};
+use crate::rate_limit::Bucket;
 use crate::state::AppState;
 
 pub const COOKIE: &str = "tally_portal";
@@ -36,7 +37,11 @@ impl FromRequestParts<AppState> for PortalSession {
             }
             None => None,
         };
-        found.map(PortalSession).ok_or_else(|| no_session(parts))
+        let sess = found.ok_or_else(|| no_session(parts))?;
+        // The portal's sessions count as their tenant, in the tenant API keys' class.
+        crate::http::throttle::admit(parts, &state.rate_limits, Bucket::Portal(sess.tenant_id))
+            .map_err(|e| PortalError::from(e).into_response())?;
+        Ok(PortalSession(sess))
     }
 }
 

@@ -30,6 +30,7 @@ use tokio::task::{Id, JoinHandle, JoinSet};
 use uuid::Uuid;
 
 use crate::error::AppResult;
+use crate::meters::{self, Delivery};
 use crate::services::notify::events::EventView;
 use crate::services::notify::webhooks;
 use crate::state::{App, AppState};
@@ -198,6 +199,9 @@ async fn deliver(app: &App, c: Claimed) -> AppResult<()> {
     let result = send(app, &c).await;
     match result {
         Ok(status) => {
+            // The event's time may be the application's (settable) clock: never negative.
+            let lag = (Utc::now() - c.event.created_at).to_std().unwrap_or_default();
+            meters::webhook_delivery(Delivery::Delivered { lag });
             sqlx::query(
                 "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now(), last_status = $3, last_error = NULL \
                  WHERE tenant_id = $1 AND event_id = $2 AND status = 'pending'",
@@ -210,6 +214,8 @@ async fn deliver(app: &App, c: Claimed) -> AppResult<()> {
         }
         Err((status, error)) => {
             tracing::warn!(%tenant, event = %id, attempts = c.attempts, error, "webhook delivery failed");
+            let last = c.attempts >= app.config.webhook_max_attempts as i32;
+            meters::webhook_delivery(if last { Delivery::Failed } else { Delivery::Retrying });
             let wait = backoff(app.config.webhook_backoff, c.attempts);
             sqlx::query(
                 "UPDATE webhook_deliveries SET last_status = $3, last_error = $4, \

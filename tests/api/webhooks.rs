@@ -43,10 +43,10 @@ fn verify(secret: &str, headers: &HeaderMap, body: &[u8], now: i64) -> Result<()
 }
 
 #[derive(Clone, Default)]
-struct Receiver {
+pub struct Receiver {
     /// Requests to answer with 500 before answering 200.
     fail_first: Arc<Mutex<usize>>,
-    got: Arc<Mutex<Vec<(HeaderMap, Bytes, u16)>>>,
+    pub got: Arc<Mutex<Vec<(HeaderMap, Bytes, u16)>>>,
 }
 
 async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
@@ -64,7 +64,7 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
 }
 
 /// A webhook receiver on 127.0.0.1 that fails its first `fail_first` requests.
-async fn receiver(fail_first: usize) -> (String, Receiver) {
+pub async fn receiver(fail_first: usize) -> (String, Receiver) {
     let r = Receiver { fail_first: Arc::new(Mutex::new(fail_first)), got: Default::default() };
     let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(r.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -131,6 +131,28 @@ pub fn print_machine(m: &Machine, tally: &Path) {
     );
     println!("postgres:    {} (embedded, fsync on, Unix socket)", m.postgres);
     println!("service:     {} (TALLY_DB_POOL_SIZE={pool})", tally.display());
+    println!("rate limits: {}", rate_limits());
+}
+
+/// The rate-limit settings the service runs with (it inherits this process's environment),
+/// as the contract's defaults fill them in. The load is sent with service tokens.
+fn rate_limits() -> String {
+    let var = |name: &str, default: u32| -> u32 {
+        std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+    };
+    let service = tally::rate_limit::Rate {
+        per_second: var("TALLY_RATE_LIMIT_SERVICE_RPS", 0),
+        burst: var("TALLY_RATE_LIMIT_SERVICE_BURST", 0),
+    };
+    let tenant = tally::rate_limit::Rate {
+        per_second: var("TALLY_RATE_LIMIT_TENANT_RPS", 50),
+        burst: var("TALLY_RATE_LIMIT_TENANT_BURST", 200),
+    };
+    format!(
+        "service tokens {} (TALLY_RATE_LIMIT_SERVICE_RPS; the load uses service tokens), tenant API keys {}",
+        service.describe(),
+        tenant.describe()
+    )
 }
 
 pub fn print_header(m: &Machine, args: &Args, tally: &Path) {
@@ -149,6 +171,7 @@ pub fn print_header(m: &Machine, args: &Args, tally: &Path) {
     );
     println!("postgres:    {} (embedded, fsync on, Unix socket)", m.postgres);
     println!("service:     {} (TALLY_DB_POOL_SIZE={pool}, TALLY_CHARGE_BATCH_MAX={batch_max})", tally.display());
+    println!("rate limits: {}", rate_limits());
     println!("load:        client tasks on their own multi-thread runtime, one request at a time each, keep-alive; latency = send to last body byte");
     println!("note:        service, PostgreSQL and load generator share this machine's CPUs;");
     println!(

@@ -8,8 +8,11 @@
 pub use super::layout::{bare, csrf, notice, page, read_only, table_wrap, Nav, Tone};
 
 pub mod api_keys;
+pub mod key_limits;
 pub mod overview;
 pub mod settings;
+pub mod spend_limits;
+pub mod top_up_refunds;
 pub mod top_ups;
 pub mod transactions;
 pub mod usage;

@@ -1,5 +1,6 @@
 //! `/portal`: the balance (total, available, held, paid, bonus), credit expiring soon,
-//! the runway once the balance provides it, auto top-up, and where the credit came from.
+//! the runway, auto top-up, and where the credit came from and went (top-up refunds and
+//! reversals included).
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -15,7 +16,7 @@ use crate::portal::session::PortalSession;
 use crate::state::AppState;
 
 pub async fn get(State(s): State<AppState>, PortalSession(sess): PortalSession) -> PortalResult<Response> {
-    let b = backend::balance(&s.pool, sess.tenant_id).await?;
+    let b = backend::balance(&s, sess.tenant_id).await?;
     let bd = backend::breakdown(&s.pool, sess.tenant_id).await?;
     let runway = backend::runway(&b);
     Ok(page(&sess, Nav::Overview, "Overview", view(&b, &bd, runway.as_ref())).into_response())
@@ -49,6 +50,7 @@ fn view(b: &Balance, bd: &Breakdown, runway: Option<&Runway>) -> Markup {
         ("Usage", bd.debited.usage),
         ("Expired credit", bd.debited.expired),
         ("Adjustments (removed)", bd.debited.adjustment),
+        ("Top-up refunds and reversals", bd.debited.top_up_refund),
     ];
     let sources: Vec<Point> = credited
         .iter()

@@ -1,5 +1,5 @@
-//! `/portal/settings`: auto top-up, the webhook endpoint, and recent events.
-//! (Tenant spend limits join this page with issue 9.)
+//! `/portal/settings`: auto top-up, the account's spend limits ([`super::spend_limits`]),
+//! the webhook endpoint, and recent events.
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -8,10 +8,11 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::spend_limits::{self, LimitsForm};
 use super::{csrf, notice, page, read_only, table_wrap, Nav, Tone};
 use crate::error::AppError;
 use crate::money::Money;
-use crate::portal::backend::{self, AutoTopUpView, EventView, Page, WebhookView};
+use crate::portal::backend::{self, AutoTopUpView, EventView, Page, TenantLimits, WebhookView};
 use crate::portal::errors::{sentence, PortalResult};
 use crate::portal::form::{parse_amount, Fields};
 use crate::portal::format;
@@ -61,6 +62,8 @@ impl AutoForm {
 #[derive(Default)]
 struct Messages {
     auto: Option<(Tone, String)>,
+    limits: Option<(Tone, String)>,
+    limits_form: Option<LimitsForm>,
     webhook: Option<(Tone, String)>,
     secret: Option<WebhookView>,
     /// What was typed into a form that was refused, shown back.
@@ -74,8 +77,10 @@ pub async fn get(
     Query(p): Query<Params>,
 ) -> PortalResult<Response> {
     let mut m = Messages::default();
-    if p.done.as_deref() == Some("auto_top_up") {
-        m.auto = Some((Tone::Ok, "Auto top-up settings saved.".into()));
+    match p.done.as_deref() {
+        Some("auto_top_up") => m.auto = Some((Tone::Ok, "Auto top-up settings saved.".into())),
+        Some("spend_limits") => m.limits = Some((Tone::Ok, "Spend limits saved.".into())),
+        _ => {}
     }
     render(&s, &sess, p.events_cursor, m, StatusCode::OK).await
 }
@@ -90,10 +95,11 @@ async fn render(
     let t = sess.tenant_id;
     let cursor = events_cursor.filter(|c| Uuid::parse_str(c).is_ok());
     let auto = backend::auto_top_up(&s.pool, t).await?;
+    let limits = backend::tenant_limits(s, t).await?;
     let hook = backend::webhook(&s.pool, t).await?;
     let events = backend::events(&s.pool, t, EVENTS_PAGE, cursor.clone()).await?;
-    let currency = backend::balance(&s.pool, t).await?.currency;
-    let body = view(sess, &auto, hook, &events, cursor.is_some(), m, &currency);
+    let currency = backend::balance(s, t).await?.currency;
+    let body = view(sess, &auto, &limits, hook, &events, cursor.is_some(), m, &currency);
     Ok((status, page(sess, Nav::Settings, "Settings", body)).into_response())
 }
 
@@ -135,6 +141,28 @@ pub async fn auto_top_up(State(s): State<AppState>, sess: PortalSession, form: F
     render(&s, &sess, None, m, status).await
 }
 
+/// `POST /portal/settings/spend-limits`: `day` and `month`, each an amount or empty (no
+/// limit); the same service and checks as `PUT …/spend-limits`.
+pub async fn spend_limits(State(s): State<AppState>, sess: PortalSession, form: Fields) -> PortalResult<Response> {
+    sess.check(&form)?;
+    let PortalSession(sess) = sess;
+    let typed = LimitsForm::from_fields(&form);
+    let refused = |why: String, typed: LimitsForm| Messages {
+        limits: Some((Tone::Error, why)),
+        limits_form: Some(typed),
+        ..Default::default()
+    };
+    let m = match typed.parse() {
+        Err(why) => refused(why, typed),
+        Ok((day, month)) => match backend::put_tenant_limits(&s, sess.tenant_id, sess.suspended, day, month).await {
+            Ok(_) => return Ok(see_other("/portal/settings?done=spend_limits#spend-limits")),
+            Err(AppError::InvalidRequest(why)) => refused(sentence(&why), typed),
+            Err(e) => return Err(e.into()),
+        },
+    };
+    render(&s, &sess, None, m, StatusCode::BAD_REQUEST).await
+}
+
 /// `POST /portal/settings/webhook`: the same service and checks as `PUT …/webhook`; the
 /// new signing secret is shown on this response only.
 pub async fn webhook(State(s): State<AppState>, sess: PortalSession, form: Fields) -> PortalResult<Response> {
@@ -163,9 +191,11 @@ pub async fn webhook(State(s): State<AppState>, sess: PortalSession, form: Field
     render(&s, &sess, None, m, status).await
 }
 
+#[allow(clippy::too_many_arguments)]
 fn view(
     s: &Session,
     auto: &AutoTopUpView,
+    limits: &TenantLimits,
     hook: Option<(String, Option<Vec<String>>)>,
     events: &Page<EventView>,
     paged: bool,
@@ -217,9 +247,7 @@ fn view(
                 }
             }
         }
-        // LATER(issue 9, spend limits): a "Spend limits" section (day and month limits with
-        // what is spent and when each window resets) goes here, posting to the same
-        // spend-limit service as `PUT …/spend-limits`.
+        (spend_limits::section(s, limits, m.limits.as_ref(), m.limits_form.unwrap_or_else(|| LimitsForm::of(limits))))
         section aria-labelledby="webhook-h" id="webhook" {
             h2 id="webhook-h" { "Webhook" }
             @if let Some((tone, text)) = &m.webhook { (notice(*tone, text)) }

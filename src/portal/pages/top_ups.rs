@@ -1,4 +1,5 @@
-//! `/portal/top-ups`: top up with the card on file, the history, receipts.
+//! `/portal/top-ups`: top up with the card on file, the history (with each top-up's
+//! refunds and reversals, [`super::top_up_refunds`]), receipts.
 //!
 //! The form carries an idempotency key made when the form is drawn (a hidden field), and
 //! the top-up goes through the API's own service with it: sending the same form twice (a
@@ -7,6 +8,7 @@
 //! key is drawn only when the next submission is meant as a new top-up (after a decline);
 //! after "no answer from the provider" the form keeps its key, so a retry is safe.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
@@ -16,9 +18,10 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::top_up_refunds;
 use super::{csrf, notice, page, read_only, table_wrap, Nav, Tone};
 use crate::error::AppError;
-use crate::portal::backend::{self, Page, TopUpOutcome, TopUpRules, TopUpView};
+use crate::portal::backend::{self, Page, RefundView, TopUpOutcome, TopUpRules, TopUpView};
 use crate::portal::errors::{sentence, PortalResult};
 use crate::portal::form::{parse_amount, Fields};
 use crate::portal::format;
@@ -77,7 +80,7 @@ pub async fn get(
 }
 
 async fn succeeded_text(s: &AppState, sess: &Session, t: &TopUpView) -> PortalResult<String> {
-    let b = backend::balance(&s.pool, sess.tenant_id).await?;
+    let b = backend::balance(s, sess.tenant_id).await?;
     let m = |v| format::money(v, &t.currency);
     let bonus =
         if t.bonus_amount.is_positive() { format!(" plus a {} bonus", m(t.bonus_amount)) } else { String::new() };
@@ -98,10 +101,12 @@ async fn render(
 ) -> PortalResult<Response> {
     let cursor = cursor.filter(|c| Uuid::parse_str(c).is_ok());
     let history = backend::top_ups(&s.pool, sess.tenant_id, PAGE_SIZE, cursor.clone()).await?;
+    let ids: Vec<Uuid> = history.data.iter().map(|t| t.id).collect();
+    let refunds = backend::top_up_refunds(&s.pool, sess.tenant_id, &ids).await?;
     let card = backend::card(&s.pool, sess.tenant_id).await?;
     let rules = backend::top_up_rules(s);
-    let cur = backend::balance(&s.pool, sess.tenant_id).await?.currency;
-    let body = view(sess, msg, &form, card, &rules, &history, cursor.is_some(), &cur);
+    let cur = backend::balance(s, sess.tenant_id).await?.currency;
+    let body = view(sess, msg, &form, card, &rules, (&history, &refunds), cursor.is_some(), &cur);
     Ok((status, page(sess, Nav::TopUps, "Top-ups", body)).into_response())
 }
 
@@ -218,7 +223,7 @@ fn view(
     form: &FormState,
     card: Option<(String, String)>,
     rules: &TopUpRules,
-    history: &Page<TopUpView>,
+    (history, refunds): (&Page<TopUpView>, &HashMap<Uuid, Vec<RefundView>>),
     paged: bool,
     cur: &str,
 ) -> Markup {
@@ -265,12 +270,22 @@ fn view(
                         }
                         tbody {
                             @for t in &history.data {
+                                @let back = refunds.get(&t.id).map(Vec::as_slice).unwrap_or_default();
                                 tr {
                                     td.nowrap data-label="Date" { time datetime=(format::iso(t.created_at)) { (format::date_time(t.created_at)) } }
                                     td.num data-label="Amount" { (format::money(t.amount, &t.currency)) }
                                     td.num data-label="Bonus" { (format::money(t.bonus_amount, &t.currency)) }
                                     td data-label="Kind" { @if t.source == TopUpSource::Auto { "Automatic" } @else { "Manual" } }
-                                    td data-label="Status" { span class={ "status " (t.status) } { (status_text(t)) } }
+                                    td data-label="Status" {
+                                        // One block: on a narrow screen it sits beside its label.
+                                        div {
+                                            @match top_up_refunds::status(t, back) {
+                                                Some((class, text)) => span class={ "status " (class) } { (text) },
+                                                None => span class={ "status " (t.status) } { (status_text(t)) },
+                                            }
+                                            (top_up_refunds::details(back, &t.currency))
+                                        }
+                                    }
                                     td.nowrap data-label="Card" { (brand_name(&t.payment_method.brand)) " " (t.payment_method.last4) }
                                     td data-label="Receipt" {
                                         @if t.status == TopUpStatus::Succeeded {

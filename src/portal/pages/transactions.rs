@@ -89,7 +89,7 @@ pub async fn get(
         problems.push("That page link is not valid; showing the newest transactions.".into());
     }
     let rows = backend::transactions(&s.pool, sess.tenant_id, &f, PAGE_SIZE, cursor.clone()).await?;
-    let currency = backend::balance(&s.pool, sess.tenant_id).await?.currency;
+    let currency = backend::balance(&s, sess.tenant_id).await?.currency;
     let body = view(&p, &problems, &rows, cursor.is_some(), &currency);
     Ok(page(&sess, Nav::Transactions, "Transactions", body).into_response())
 }

@@ -39,8 +39,8 @@ pub async fn get(
     let per_day = backend::usage(&s.pool, t, from, "day").await?;
     let per_model = backend::usage(&s.pool, t, from, "model").await?;
     let per_key = backend::usage(&s.pool, t, from, "api_key").await?;
-    let labels = backend::key_labels(&s.pool, t).await?;
-    let currency = backend::balance(&s.pool, t).await?.currency;
+    let labels = backend::key_labels(&s, t).await?;
+    let currency = backend::balance(&s, t).await?.currency;
     let total = Money::checked_sum(per_day.iter().map(|r| r.amount))
         .ok_or_else(|| AppError::internal("usage total out of range"))?;
     let v = View { days, first, today, currency: &currency, per_day, per_model, per_key, labels, from, total };

@@ -185,8 +185,17 @@ pub async fn run(mi: &MoneyIn, row: TopUpRow) -> AppResult<Settled> {
 
 async fn drive(mi: &MoneyIn, row: TopUpRow) -> AppResult<Settled> {
     let journal = RowJournal { pool: mi.frame.pool.clone(), tenant: row.tenant_id, id: row.id };
+    let started = std::time::Instant::now();
     let answer =
         payments::charge_within(&*mi.provider, charge_request(&row), &journal, mi.config.payment_timeout).await;
+    let outcome = match &answer {
+        Answer::Outcome(ChargeOutcome::Succeeded { .. }) => "succeeded",
+        Answer::Outcome(ChargeOutcome::Declined { .. }) => "declined",
+        Answer::Outcome(ChargeOutcome::Unavailable { .. }) => "unavailable",
+        Answer::Outcome(ChargeOutcome::Unknown { .. }) => "unknown",
+        Answer::TimedOut => "timed_out",
+    };
+    crate::meters::top_up_attempt(row.source.as_str(), outcome, started.elapsed());
     if mi.faults.stopped_after_charge() {
         return Err(AppError::internal("stopped between the provider call and recording it (fault injection)"));
     }

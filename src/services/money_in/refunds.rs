@@ -433,11 +433,17 @@ pub async fn redrive(mi: &MoneyIn, tenant: Uuid, id: Uuid) -> AppResult<Option<S
 /// A top-up's refunds and reversals, oldest first.
 pub async fn list(pool: &PgPool, tenant: Uuid, top_up: Uuid) -> AppResult<Vec<RefundView>> {
     super::records::row(pool, tenant, top_up).await?;
+    list_for_top_ups(pool, tenant, &[top_up]).await
+}
+
+/// The refunds and reversals of several of the tenant's top-ups (a page of history), in
+/// one read, oldest first; ids of other tenants' top-ups match nothing.
+pub async fn list_for_top_ups(pool: &PgPool, tenant: Uuid, top_ups: &[Uuid]) -> AppResult<Vec<RefundView>> {
     let rows: Vec<RefundRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM top_up_refunds WHERE tenant_id = $1 AND top_up_id = $2 ORDER BY id"
+        "SELECT {COLUMNS} FROM top_up_refunds WHERE tenant_id = $1 AND top_up_id = ANY($2) ORDER BY id"
     ))
     .bind(tenant)
-    .bind(top_up)
+    .bind(top_ups)
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(RefundView::from).collect())

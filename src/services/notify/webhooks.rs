@@ -81,6 +81,17 @@ pub async fn put(pool: &PgPool, tenant: Uuid, req: WebhookRequest, allow_private
     Ok(WebhookView { url: url.to_string(), events, secret })
 }
 
+/// The outbox: deliveries pending (all replicas), and how long the oldest has waited.
+pub async fn backlog(pool: &PgPool) -> AppResult<(i64, Duration)> {
+    // Both from the partial index on pending rows (`webhook_deliveries_due`'s predicate).
+    let (pending, oldest): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float8          FROM webhook_deliveries WHERE status = 'pending'",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((pending, Duration::from_secs_f64(oldest.unwrap_or(0.0).max(0.0))))
+}
+
 fn new_secret() -> String {
     let mut bytes = [0u8; 24];
     rand::rngs::OsRng.fill_bytes(&mut bytes);

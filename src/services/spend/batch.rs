@@ -84,6 +84,7 @@ pub async fn run(frame: &Frame, credits_per_usd: Decimal, items: Vec<Item>) {
     let all: Vec<usize> = (0..requests.len()).collect();
     match frame.run(Batch::new(requests.clone(), all, credits_per_usd)).await {
         Ok(answers) => {
+            crate::meters::charge_batch(answers.len());
             for (reply, answer) in replies.into_iter().zip(answers) {
                 let _ = reply.send(answer);
             }

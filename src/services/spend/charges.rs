@@ -6,6 +6,7 @@
 //! `available` is refused with 402 and records nothing. A hold moves the amount from
 //! `available` to `held` until it is captured, released or expires.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
@@ -19,6 +20,7 @@ use super::charger::Charger;
 use super::records::{Charge, ChargeRow, ChargeView, CHARGE_COLUMNS};
 use crate::error::{AppError, AppResult};
 use crate::idempotency::{self, Claim, IdempotencyKey, Side, Stored};
+use crate::meters;
 use crate::money::Money;
 use crate::pricing;
 use crate::services::accounts::prices::PriceCache;
@@ -87,6 +89,7 @@ pub fn resolve_price(
     }
 }
 
+/// Validates, prices and submits a charge; its answer is counted (`crate::meters`).
 pub async fn charge(
     charger: &Arc<Charger>,
     prices: &PriceCache,
@@ -94,24 +97,28 @@ pub async fn charge(
     key: IdempotencyKey,
     req: ChargeRequest,
 ) -> AppResult<Stored> {
-    check_description(&req.description)?;
-    if let Some(m) = &req.metadata {
-        if !m.is_object() || m.to_string().len() > 4096 {
-            return Err(AppError::invalid("metadata must be a JSON object of at most 4 KiB"));
+    counted(meters::Spend::Charge, async move {
+        check_description(&req.description)?;
+        if let Some(m) = &req.metadata {
+            if !m.is_object() || m.to_string().len() > 4096 {
+                return Err(AppError::invalid("metadata must be a JSON object of at most 4 KiB"));
+            }
         }
-    }
-    let claim = Claim { tenant: req.tenant_id, side, key, fp: idempotency::fingerprint("charge", &req) };
-    let price = resolve_price(prices, req.model, req.usage, req.amount)?;
-    let spend = Spend {
-        tenant_id: req.tenant_id,
-        kind: SpendKind::Charge { metadata: req.metadata },
-        price,
-        description: req.description,
-        api_key_id: req.api_key_id,
-    };
-    charger.submit(spend, claim).await
+        let claim = Claim { tenant: req.tenant_id, side, key, fp: idempotency::fingerprint("charge", &req) };
+        let price = resolve_price(prices, req.model, req.usage, req.amount)?;
+        let spend = Spend {
+            tenant_id: req.tenant_id,
+            kind: SpendKind::Charge { metadata: req.metadata },
+            price,
+            description: req.description,
+            api_key_id: req.api_key_id,
+        };
+        charger.submit(spend, claim).await
+    })
+    .await
 }
 
+/// Validates, prices and submits a hold; its answer is counted (`crate::meters`).
 pub async fn hold(
     charger: &Arc<Charger>,
     prices: &PriceCache,
@@ -119,21 +126,31 @@ pub async fn hold(
     key: IdempotencyKey,
     req: HoldRequest,
 ) -> AppResult<Stored> {
-    check_description(&req.description)?;
-    let secs = req.expires_in_seconds.unwrap_or(900);
-    if !(1..=604_800).contains(&secs) {
-        return Err(AppError::invalid("expires_in_seconds must be between 1 and 604800"));
-    }
-    let claim = Claim { tenant: req.tenant_id, side, key, fp: idempotency::fingerprint("hold", &req) };
-    let price = resolve_price(prices, req.model, req.usage, req.amount)?;
-    let spend = Spend {
-        tenant_id: req.tenant_id,
-        kind: SpendKind::Hold { expires_at: charger.clock().now() + chrono::Duration::seconds(secs) },
-        price,
-        description: req.description,
-        api_key_id: req.api_key_id,
-    };
-    charger.submit(spend, claim).await
+    counted(meters::Spend::Hold, async move {
+        check_description(&req.description)?;
+        let secs = req.expires_in_seconds.unwrap_or(900);
+        if !(1..=604_800).contains(&secs) {
+            return Err(AppError::invalid("expires_in_seconds must be between 1 and 604800"));
+        }
+        let claim = Claim { tenant: req.tenant_id, side, key, fp: idempotency::fingerprint("hold", &req) };
+        let price = resolve_price(prices, req.model, req.usage, req.amount)?;
+        let spend = Spend {
+            tenant_id: req.tenant_id,
+            kind: SpendKind::Hold { expires_at: charger.clock().now() + chrono::Duration::seconds(secs) },
+            price,
+            description: req.description,
+            api_key_id: req.api_key_id,
+        };
+        charger.submit(spend, claim).await
+    })
+    .await
+}
+
+/// Runs a charge's or hold's request and counts its answer, whatever it is.
+async fn counted(kind: meters::Spend, answer: impl Future<Output = AppResult<Stored>>) -> AppResult<Stored> {
+    let answer = answer.await;
+    meters::spend(kind, &answer);
+    answer
 }
 
 /// A charge by id; the caller checks the tenant scope on the returned tenant id.

@@ -175,8 +175,10 @@ impl Browser {
         Ok(self.c().source().await?.contains(needle))
     }
 
+    /// Waits for the element, as [`Browser::text`] does: the page a click led to may still be loading.
     async fn value(&self, css: &str) -> Res<String> {
-        Ok(self.c().find(Locator::Css(css)).await?.prop("value").await?.unwrap_or_default())
+        let e = self.c().wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await?;
+        Ok(e.prop("value").await?.unwrap_or_default())
     }
 }
 
@@ -308,6 +310,37 @@ async fn the_portal_in_a_real_browser() {
             (v.body["enabled"].as_bool(), v.str("threshold"), v.str("amount")),
             (Some(true), "10.00".into(), "20.00".into())
         );
+
+        // Give the key a spend limit and one model on its page: shown, and it holds.
+        let id = app.get(&format!("/v1/tenants/{t}/api-keys"), ADMIN).await.body["data"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let row = format!("#key-{id}");
+        b.nav("API keys").await?;
+        b.click(&format!("{row} details.limits summary")).await?;
+        b.fill(&format!("#k-{id}-amount"), "5").await?;
+        b.click(&format!("#k-{id}-window option[value='day']")).await?;
+        b.click(&format!("#k-{id}-only")).await?;
+        b.fill(&format!("#k-{id}-models"), "gpt-4o").await?;
+        b.click(&format!("{row} form.limits button[type=submit]")).await?;
+        let saved = b.text(".notice.ok").await?;
+        assert!(saved.contains("spend limit and models were saved"), "{saved}");
+        let cell = b.text(&format!("{row} td.limit")).await?;
+        assert!(cell.contains("$5.00 a day") && cell.contains("$0.00 spent"), "{cell}");
+        assert!(b.text(&format!("{row} td.limit")).await?.contains("gpt-4o"));
+        let k = app.get(&format!("/v1/tenants/{t}/api-keys/{id}"), ADMIN).await;
+        assert_eq!(k.body["spend_limit"], json!({ "amount": "5.00", "window": "day" }));
+        assert_eq!(k.body["allowed_models"], json!(["gpt-4o"]));
+        let charge = |amount: &'static str| {
+            let body = json!({ "tenant_id": t, "amount": amount, "api_key_id": id });
+            async move { app.post_idem("/v1/charges", ADMIN, &Uuid::now_v7().to_string(), body).await }
+        };
+        charge("1.25").await.assert(201);
+        charge("3.76").await.assert_error(402, "spend_limit_exceeded");
+        c.refresh().await?;
+        let cell = b.text(&format!("{row} td.limit")).await?;
+        assert!(cell.contains("$1.25 spent, resets"), "{cell}");
         Ok(())
     })
     .await;
@@ -347,10 +380,12 @@ async fn portal_screenshots_at_375_and_1280_px() {
     .await;
     let t = app.create_tenant("Acme Labs").await;
     card(&app, t, "pm_mock_ok").await;
+    let mut top_ups = Vec::new();
     for (i, amount) in ["200", "100"].iter().enumerate() {
-        app.post_idem(&format!("/v1/tenants/{t}/top-ups"), ADMIN, &format!("t{i}"), json!({ "amount": amount }))
-            .await
-            .assert(201);
+        let r = app
+            .post_idem(&format!("/v1/tenants/{t}/top-ups"), ADMIN, &format!("t{i}"), json!({ "amount": amount }))
+            .await;
+        top_ups.push(r.assert(201).id());
     }
     app.gift(t, "15", Some((chrono::Utc::now() + chrono::Duration::days(5)).to_rfc3339())).await;
     // Auto top-up on, with the balance well above its threshold (no attempt starts).
@@ -390,6 +425,19 @@ async fn portal_screenshots_at_375_and_1280_px() {
                 .unwrap();
         }
     }
+    // Spend limits on two keys and on the account, and part of a top-up refunded.
+    let key_limits = [
+        json!({ "spend_limit": { "amount": "500", "window": "month" } }),
+        json!({ "spend_limit": { "amount": "25", "window": "day" }, "allowed_models": ["claude-sonnet", "claude-haiku"] }),
+    ];
+    for (key, body) in keys.iter().zip(key_limits) {
+        app.patch(&format!("/v1/tenants/{t}/api-keys/{key}"), ADMIN, body).await.assert(200);
+    }
+    app.put(&format!("/v1/tenants/{t}/spend-limits"), ADMIN, json!({ "day": "100", "month": "2000" }))
+        .await
+        .assert(200);
+    let refund = json!({ "amount": "40", "reason": "customer asked" });
+    app.post_idem(&format!("/v1/tenants/{t}/top-ups/{}/refunds", top_ups[0]), ADMIN, "r1", refund).await.assert(201);
     let p = format!("{}{}", app.base, path_of(&make_link(&app, t, ADMIN).await.str("url")));
     let app = &app;
     b.run(TEST, |b| async move {

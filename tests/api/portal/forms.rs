@@ -21,6 +21,8 @@ async fn a_form_without_this_sessions_csrf_token_is_refused_and_changes_nothing(
         ("/portal/api-keys", vec![("name", "sneaky")]),
         (&key_path, vec![("action", "rename"), ("name", "sneaky")]),
         (&key_path, vec![("action", "disable")]),
+        (&key_path, vec![("action", "limits"), ("limit_amount", "1"), ("limit_window", "day"), ("models", "all")]),
+        ("/portal/settings/spend-limits", vec![("day", "1"), ("month", "2")]),
         ("/portal/top-ups", vec![("idempotency_key", &form_key), ("amount", "50")]),
         ("/portal/settings/auto-top-up", vec![("enabled", "on"), ("threshold", "10"), ("amount", "20")]),
         ("/portal/settings/webhook", vec![("url", "http://127.0.0.1:9/h"), ("events", "balance.low")]),
@@ -41,6 +43,8 @@ async fn a_form_without_this_sessions_csrf_token_is_refused_and_changes_nothing(
     assert_eq!(count(&app, "SELECT count(*) FROM api_keys WHERE tenant_id = $1", t).await, 1);
     let key = app.get(&format!("/v1/tenants/{t}/api-keys/{key_id}"), ADMIN).await;
     assert_eq!((key.str("name"), key.str("status")), ("k".into(), "enabled".into()));
+    assert!(key.body["spend_limit"].is_null());
+    assert_eq!(count(&app, "SELECT count(*) FROM tenant_spend_limits WHERE tenant_id = $1", t).await, 0);
     assert_eq!(count(&app, "SELECT count(*) FROM top_ups WHERE tenant_id = $1", t).await, 0);
     assert_eq!(count(&app, "SELECT count(*) FROM auto_top_up WHERE tenant_id = $1", t).await, 0);
     assert_eq!(count(&app, "SELECT count(*) FROM webhook_endpoints WHERE tenant_id = $1", t).await, 0);

@@ -2,6 +2,7 @@
 //! in real headless Chromium.
 mod browser;
 mod forms;
+mod limits;
 mod links;
 mod pages;
 pub mod support;

@@ -159,6 +159,12 @@ async fn a_suspended_tenants_portal_is_read_only() {
     let refused = [
         p.post("/portal/api-keys", &[("csrf", &csrf), ("name", "new")]).await,
         p.post(&format!("/portal/api-keys/{key_id}"), &[("csrf", &csrf), ("action", "disable")]).await,
+        p.post(
+            &format!("/portal/api-keys/{key_id}"),
+            &[("csrf", &csrf), ("action", "limits"), ("limit_amount", "1"), ("limit_window", "day")],
+        )
+        .await,
+        p.post("/portal/settings/spend-limits", &[("csrf", &csrf), ("day", "1"), ("month", "")]).await,
         p.post("/portal/top-ups", &[("csrf", &csrf), ("idempotency_key", &form_key), ("amount", "50")]).await,
         p.post(
             "/portal/settings/auto-top-up",
@@ -178,8 +184,10 @@ async fn a_suspended_tenants_portal_is_read_only() {
     assert_eq!(count(&app, "SELECT count(*) FROM top_ups WHERE tenant_id = $1", t).await, 0);
     assert_eq!(count(&app, "SELECT count(*) FROM auto_top_up WHERE tenant_id = $1", t).await, 0);
     assert_eq!(count(&app, "SELECT count(*) FROM webhook_endpoints WHERE tenant_id = $1", t).await, 0);
+    assert_eq!(count(&app, "SELECT count(*) FROM tenant_spend_limits WHERE tenant_id = $1", t).await, 0);
     let key = app.get(&format!("/v1/tenants/{t}/api-keys/{key_id}"), ADMIN).await;
     assert_eq!(key.str("status"), "enabled");
+    assert!(key.body["spend_limit"].is_null());
     app.assert_ledger_ok().await;
 }
 
