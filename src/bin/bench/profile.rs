@@ -15,12 +15,14 @@ pub async fn wal_position(db: &PgPool) -> Result<i64, BoxError> {
 /// (the foreign-key checks that triggers run show up on their own lines; their time is
 /// also counted in the statement that ran them).
 pub async fn enable(db: &PgPool) -> Result<(), BoxError> {
-    sqlx::raw_sql(
-        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; \
-         ALTER SYSTEM SET pg_stat_statements.track = 'all'; SELECT pg_reload_conf();",
-    )
-    .execute(db)
-    .await?;
+    // One statement each: ALTER SYSTEM may not run in the implicit transaction of a batch.
+    for sql in [
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
+        "ALTER SYSTEM SET pg_stat_statements.track = 'all'",
+        "SELECT pg_reload_conf()",
+    ] {
+        sqlx::raw_sql(sql).execute(db).await?;
+    }
     Ok(())
 }
 
