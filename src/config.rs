@@ -180,7 +180,7 @@ impl Config {
             db_pool_size: parse(&var, "TALLY_DB_POOL_SIZE", "16")?,
             charge_batching: boolean(&var, "TALLY_CHARGE_BATCHING", true)?,
             charge_batch_max: parse(&var, "TALLY_CHARGE_BATCH_MAX", "256")?,
-            charge_lanes: parse(&var, "TALLY_CHARGE_LANES", "4")?,
+            charge_lanes: parse(&var, "TALLY_CHARGE_LANES", "2")?,
             request_timeout: Duration::from_millis(parse(&var, "TALLY_REQUEST_TIMEOUT_MS", "15000")?),
             body_limit_bytes: parse(&var, "TALLY_BODY_LIMIT_BYTES", "65536")?,
             header_read_timeout: Duration::from_millis(parse(&var, "TALLY_HEADER_READ_TIMEOUT_MS", "10000")?),

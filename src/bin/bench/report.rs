@@ -158,7 +158,7 @@ fn rate_limits() -> String {
 pub fn print_header(m: &Machine, args: &Args, tally: &Path) {
     let pool = std::env::var("TALLY_DB_POOL_SIZE").unwrap_or_else(|_| "16 (default)".into());
     let batch_max = std::env::var("TALLY_CHARGE_BATCH_MAX").unwrap_or_else(|_| "256 (default)".into());
-    let lanes = std::env::var("TALLY_CHARGE_LANES").unwrap_or_else(|_| "4 (default)".into());
+    let lanes = std::env::var("TALLY_CHARGE_LANES").unwrap_or_else(|_| "2 (default)".into());
     println!(
         "tally-bench: {} s per timed scenario, {} tenants in the spread scenario, batching {} first",
         args.seconds,
