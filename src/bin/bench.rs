@@ -71,6 +71,8 @@ mod api;
 mod cluster;
 #[path = "bench/cpu.rs"]
 mod cpu;
+#[path = "bench/history.rs"]
+mod history;
 #[path = "bench/load.rs"]
 mod load;
 #[path = "bench/profile.rs"]
@@ -106,6 +108,8 @@ const USAGE: &str =
                 the first one's data, so run both orders to see whether that matters
   --soak N      instead: N consecutive segments on one hot tenant, no /metrics scrape, printing
                 the rate and the service's RSS per segment (batching on; --order off,on for off)
+  --history N   instead: seed one tenant with N transactions of history, then time the
+                balance, breakdown, usage and transactions reads (median of 25, over HTTP)
   --profile-db  start PostgreSQL with pg_stat_statements and print, after each scenario, its
                 top statements by total time, per commit and per charge";
 
@@ -117,14 +121,22 @@ pub struct Args {
     pub order: [Batching; 2],
     /// `--soak N`: this many segments instead of the scenarios.
     pub soak: Option<usize>,
+    /// `--history N`: time the reads on a tenant with N transactions instead.
+    pub history: Option<i64>,
     /// `--profile-db`: `pg_stat_statements` figures after each scenario.
     pub profile_db: bool,
 }
 
 impl Args {
     fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-        let mut args =
-            Args { seconds: 10, tenants: 10_000, order: [Batching::Off, Batching::On], soak: None, profile_db: false };
+        let mut args = Args {
+            seconds: 10,
+            tenants: 10_000,
+            order: [Batching::Off, Batching::On],
+            soak: None,
+            history: None,
+            profile_db: false,
+        };
         let mut order_given = false;
         while let Some(a) = it.next() {
             match a.as_str() {
@@ -133,6 +145,7 @@ impl Args {
                 "--seconds" => args.seconds = number(it.next(), "--seconds")?,
                 "--tenants" => args.tenants = number(it.next(), "--tenants")?,
                 "--soak" => args.soak = Some(number(it.next(), "--soak")?),
+                "--history" => args.history = Some(number(it.next(), "--history")?),
                 "--order" => {
                     order_given = true;
                     args.order = match it.next().as_deref() {
@@ -159,8 +172,8 @@ fn number<T: std::str::FromStr>(v: Option<String>, name: &str) -> Result<T, Stri
 
 fn main() -> ExitCode {
     let args = match Args::parse(std::env::args().skip(1)) {
-        Ok(a) if a.seconds > 0 && a.tenants > 0 && a.soak != Some(0) => a,
-        Ok(_) => return usage_error("--seconds, --tenants and --soak must be positive"),
+        Ok(a) if a.seconds > 0 && a.tenants > 0 && a.soak != Some(0) && a.history.is_none_or(|n| n > 0) => a,
+        Ok(_) => return usage_error("--seconds, --tenants, --soak and --history must be positive"),
         Err(msg) => return usage_error(&msg),
     };
     match run(&args) {
@@ -244,6 +257,14 @@ async fn bench(
     if let Some(segments) = args.soak {
         report::print_machine(&cluster::Machine::detect(&db.pool, busy_before).await?, tally);
         let passed = soak::run(args, segments, tally, &db, dir, load).await;
+        db.pool.close().await;
+        return passed;
+    }
+    if let Some(n) = args.history {
+        report::print_machine(&cluster::Machine::detect(&db.pool, busy_before).await?, tally);
+        let svc = service::Service::start(tally, Batching::On, &db.url, dir).await?;
+        let passed = history::run(n, &svc, &db).await;
+        svc.stop().await?.print();
         db.pool.close().await;
         return passed;
     }

@@ -53,6 +53,26 @@ const CHECKS: &[(&str, &str)] = &[
            WHERE lot_id IS NOT NULL GROUP BY tenant_id, lot_id) e ON e.tenant_id = l.tenant_id AND e.lot_id = l.id \
          WHERE COALESCE(e.s, 0) <> l.remaining",
     ),
+    // The rollups are derived counters: each must equal its recomputation from the ledger
+    // rows (migration 0011's *_expected views). A full pass, like the checks above.
+    (
+        "flow rollup differs from the ledger",
+        "SELECT COALESCE(x.tenant_id, r.tenant_id)::text || ' ' || COALESCE(x.day, r.day)::text || ' ' \
+           || COALESCE(x.kind, r.kind) || ': rollup ' || COALESCE(r.credited::text, 'none') || '/' \
+           || COALESCE(r.debited::text, 'none') || ' vs ledger ' || COALESCE(x.credited::text, 'none') || '/' \
+           || COALESCE(x.debited::text, 'none') \
+         FROM flow_rollups r FULL JOIN flow_rollups_expected x USING (tenant_id, day, kind) \
+         WHERE (r.credited, r.debited) IS DISTINCT FROM (x.credited, x.debited)",
+    ),
+    (
+        "usage rollup differs from the ledger",
+        "SELECT COALESCE(x.tenant_id, r.tenant_id)::text || ' ' || COALESCE(x.dim, r.dim) || ' ' \
+           || COALESCE(x.day, r.day)::text || ' ' || COALESCE(x.key, r.key) || ': rollup ' \
+           || COALESCE(r.amount::text, 'none') || ' x' || COALESCE(r.charges::text, 'none') || ' vs ledger ' \
+           || COALESCE(x.amount::text, 'none') || ' x' || COALESCE(x.charges::text, 'none') \
+         FROM usage_rollups r FULL JOIN usage_rollups_expected x USING (tenant_id, dim, day, key) \
+         WHERE (r.amount, r.charges) IS DISTINCT FROM (x.amount, x.charges)",
+    ),
 ];
 
 /// Runs every check in the caller's transaction, which must have run nothing yet (the

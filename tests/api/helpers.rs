@@ -362,13 +362,22 @@ pub struct Process {
 
 impl Process {
     pub async fn start(db: &PgConnectOptions, extra: &[(&str, &str)]) -> Process {
+        Self::start_logging_to(db, extra, std::process::Stdio::null()).await
+    }
+
+    /// As [`Process::start`], with the service's stdout (its log) sent to `stdout`.
+    pub async fn start_logging_to(
+        db: &PgConnectOptions,
+        extra: &[(&str, &str)],
+        stdout: std::process::Stdio,
+    ) -> Process {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tally"));
         cmd.env("DATABASE_URL", database_url(db))
             .env("TALLY_ADDR", format!("127.0.0.1:{port}"))
             .env("TALLY_ADMIN_TOKEN", ADMIN)
             .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null());
+            .stdout(stdout);
         for (k, v) in extra {
             cmd.env(k, v);
         }

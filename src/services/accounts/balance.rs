@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::days;
 use super::runway::{self, Runway};
 use crate::error::{AppError, AppResult};
 use crate::ledger::TxnKind;
@@ -122,25 +123,48 @@ pub struct Breakdown {
 /// Sums, per kind of transaction, the money that crossed between the tenant's accounts
 /// and the system side. Holds move money between the tenant's own accounts and so do not
 /// appear until captured (as usage).
+///
+/// Whole days of the window come from `flow_rollups`, its partial edge days from the
+/// ledger rows (each transaction by its net, exactly as the rollup counts it): usage
+/// transactions found through their charge (one each, at the same time), the others
+/// through the partial time index of migration 0011.
 pub async fn breakdown(pool: &PgPool, tenant_id: Uuid, w: &Window) -> AppResult<Breakdown> {
     let currency: String = sqlx::query_scalar("SELECT currency FROM tenants WHERE id = $1")
         .bind(tenant_id)
         .fetch_optional(pool)
         .await?
         .ok_or(AppError::NotFound)?;
+    let split = days::split(w.from, w.to);
     let rows: Vec<(TxnKind, Decimal, Decimal)> = sqlx::query_as(
         "WITH flows AS ( \
-           SELECT t.kind, sum(e.amount) AS net FROM ledger_transactions t \
-           JOIN ledger_entries e ON e.tenant_id = t.tenant_id AND e.transaction_id = t.id \
-           WHERE t.tenant_id = $1 AND e.account IN ('paid', 'bonus', 'held') \
-             AND ($2::timestamptz IS NULL OR t.created_at >= $2) AND ($3::timestamptz IS NULL OR t.created_at < $3) \
-           GROUP BY t.id, t.kind) \
-         SELECT kind, COALESCE(sum(net) FILTER (WHERE net > 0), 0), COALESCE(-sum(net) FILTER (WHERE net < 0), 0) \
-         FROM flows GROUP BY kind",
+           SELECT kind, credited, debited FROM flow_rollups \
+           WHERE tenant_id = $1 AND $2 AND ($3::date IS NULL OR day >= $3) AND ($4::date IS NULL OR day < $4) \
+           UNION ALL \
+           SELECT kind, COALESCE(sum(net) FILTER (WHERE net > 0), 0), COALESCE(-sum(net) FILTER (WHERE net < 0), 0) \
+           FROM (SELECT t.kind, n.net \
+                 FROM unnest($5::timestamptz[], $6::timestamptz[]) AS w(s, e) CROSS JOIN LATERAL ( \
+                   SELECT t.tenant_id, t.id, t.kind FROM ledger_transactions t \
+                   WHERE t.tenant_id = $1 AND t.kind <> 'usage' AND t.created_at >= w.s AND t.created_at < w.e \
+                   UNION ALL \
+                   SELECT t.tenant_id, t.id, t.kind FROM charges c \
+                   JOIN ledger_transactions t ON t.tenant_id = c.tenant_id AND t.id = c.transaction_id \
+                     AND t.kind = 'usage' AND t.created_at >= w.s AND t.created_at < w.e \
+                   WHERE c.tenant_id = $1 AND c.created_at >= w.s AND c.created_at < w.e \
+                   OFFSET 0) t \
+                 CROSS JOIN LATERAL ( \
+                   SELECT sum(e.amount) AS net FROM ledger_entries e \
+                   WHERE e.tenant_id = t.tenant_id AND e.transaction_id = t.id \
+                     AND e.account IN ('paid', 'bonus', 'held')) n \
+                 WHERE n.net IS NOT NULL) edge \
+           GROUP BY kind) \
+         SELECT kind, sum(credited), sum(debited) FROM flows GROUP BY kind",
     )
     .bind(tenant_id)
-    .bind(w.from)
-    .bind(w.to)
+    .bind(split.has_days())
+    .bind(split.first_day())
+    .bind(split.end_day())
+    .bind(split.edge_starts())
+    .bind(split.edge_ends())
     .fetch_all(pool)
     .await?;
     let (mut c, mut d) = (Credited::default(), Debited::default());

@@ -7,6 +7,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::days;
 use crate::error::{AppError, AppResult};
 use crate::ledger::{Account, Draft, TxnKind};
 use crate::money::Money;
@@ -186,26 +187,41 @@ pub async fn usage(pool: &PgPool, tenant_id: Uuid, q: &UsageQuery) -> AppResult<
         return Err(AppError::invalid("group_by must be day, model or api_key"));
     }
     let currency = exists(pool, tenant_id).await?;
+    // Whole days from the rollups, the partial edge days from the charges and refunds: each
+    // edge a LATERAL subquery kept whole (OFFSET 0), so always an index range scan of it.
+    let split = days::split(q.from, q.to);
+    // A day's usage is the sum of its per-model rows.
+    let dim = if group == "api_key" { "api_key" } else { "model" };
     let rows: Vec<(String, Decimal, i64)> = sqlx::query_as(
         "WITH items AS ( \
-           SELECT c.created_at AS at, c.model, c.api_key_id, c.amount, 1 AS n FROM charges c \
-           WHERE c.tenant_id = $1 AND ($2::timestamptz IS NULL OR c.created_at >= $2) \
-             AND ($3::timestamptz IS NULL OR c.created_at < $3) \
+           SELECT day, key, amount, charges AS n FROM usage_rollups \
+           WHERE tenant_id = $1 AND dim = $8 AND $2 AND ($3::date IS NULL OR day >= $3) \
+             AND ($4::date IS NULL OR day < $4) \
            UNION ALL \
-           SELECT r.created_at, c.model, c.api_key_id, -r.amount, 0 FROM refunds r \
-           JOIN charges c ON c.tenant_id = r.tenant_id AND c.id = r.charge_id \
-           WHERE r.tenant_id = $1 AND ($2::timestamptz IS NULL OR r.created_at >= $2) \
-             AND ($3::timestamptz IS NULL OR r.created_at < $3)) \
+           SELECT x.* FROM unnest($5::timestamptz[], $6::timestamptz[]) AS w(s, e) CROSS JOIN LATERAL ( \
+             SELECT (c.created_at AT TIME ZONE 'UTC')::date, \
+                    CASE $8 WHEN 'model' THEN COALESCE(c.model, 'amount') ELSE COALESCE(c.api_key_id::text, 'none') END, \
+                    c.amount, 1 \
+             FROM charges c WHERE c.tenant_id = $1 AND c.created_at >= w.s AND c.created_at < w.e \
+             UNION ALL \
+             SELECT (r.created_at AT TIME ZONE 'UTC')::date, \
+                    CASE $8 WHEN 'model' THEN COALESCE(c.model, 'amount') ELSE COALESCE(c.api_key_id::text, 'none') END, \
+                    -r.amount, 0 \
+             FROM refunds r JOIN charges c ON c.tenant_id = r.tenant_id AND c.id = r.charge_id \
+             WHERE r.tenant_id = $1 AND r.created_at >= w.s AND r.created_at < w.e \
+             OFFSET 0) x) \
          SELECT key, sum(amount), sum(n)::int8 FROM ( \
-           SELECT CASE $4 WHEN 'day' THEN to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD') \
-                          WHEN 'model' THEN COALESCE(model, 'amount') \
-                          ELSE COALESCE(api_key_id::text, 'none') END AS key, amount, n FROM items) x \
+           SELECT CASE $7 WHEN 'day' THEN to_char(day, 'YYYY-MM-DD') ELSE key END AS key, amount, n FROM items) x \
          GROUP BY key ORDER BY key",
     )
     .bind(tenant_id)
-    .bind(q.from)
-    .bind(q.to)
+    .bind(split.has_days())
+    .bind(split.first_day())
+    .bind(split.end_day())
+    .bind(split.edge_starts())
+    .bind(split.edge_ends())
     .bind(group)
+    .bind(dim)
     .fetch_all(pool)
     .await?;
     Ok(Usage {

@@ -5,6 +5,7 @@
 pub mod adjustments;
 pub mod api_keys;
 pub mod balance;
+pub mod days;
 pub mod expiry;
 pub mod history;
 pub mod prices;

@@ -14,6 +14,7 @@ use serde::{Serialize, Serializer};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::days;
 use crate::error::AppResult;
 use crate::money::Money;
 
@@ -52,21 +53,33 @@ pub fn runway(available: Money, net_usage: Money) -> Runway {
     Runway { daily_burn: burn, days_left, basis_days: BASIS_DAYS }
 }
 
-/// Net usage (charges minus refunds) in the basis window that ends at `now`.
+/// Net usage (charges minus refunds) in the basis window that ends at `now`: from
+/// `now - BASIS_DAYS` (excluded) to `now` (included).
 ///
-/// A bounded query over the window's charges and refunds (the charges index leads with
-/// (tenant, created_at)); a per-tenant usage rollup can replace it without changing callers.
+/// Whole days from `usage_rollups`, the two partial edge days from the charges and refunds
+/// by time: the same few rows whatever the length of the history. Each edge is its own
+/// subquery (LATERAL, aggregated), so it is always an index range scan of that edge, never
+/// a join against the tenant's whole history.
 pub async fn net_usage(pool: &PgPool, tenant: Uuid, now: DateTime<Utc>) -> AppResult<Money> {
-    let since = now - Duration::days(i64::from(BASIS_DAYS));
+    // (since, now] is [since + 1 µs, now + 1 µs) at the database's microsecond precision.
+    let tick = Duration::microseconds(1);
+    let split = days::split(Some(now - Duration::days(i64::from(BASIS_DAYS)) + tick), Some(now + tick));
     let net: Decimal = sqlx::query_scalar(
-        "SELECT COALESCE((SELECT sum(amount) FROM charges WHERE tenant_id = $1 AND created_at > $2 \
-                          AND created_at <= $3), 0) \
-              - COALESCE((SELECT sum(amount) FROM refunds WHERE tenant_id = $1 AND created_at > $2 \
-                          AND created_at <= $3), 0)",
+        "SELECT COALESCE((SELECT sum(amount) FROM usage_rollups WHERE tenant_id = $1 AND dim = 'model' AND $2 \
+                          AND day >= $3 AND day < $4), 0) \
+              + COALESCE((SELECT sum(x.net) FROM unnest($5::timestamptz[], $6::timestamptz[]) AS w(s, e) \
+                          CROSS JOIN LATERAL ( \
+                            SELECT COALESCE((SELECT sum(amount) FROM charges WHERE tenant_id = $1 \
+                                               AND created_at >= w.s AND created_at < w.e), 0) \
+                                 - COALESCE((SELECT sum(amount) FROM refunds WHERE tenant_id = $1 \
+                                               AND created_at >= w.s AND created_at < w.e), 0) AS net) x), 0)",
     )
     .bind(tenant)
-    .bind(since)
-    .bind(now)
+    .bind(split.has_days())
+    .bind(split.first_day())
+    .bind(split.end_day())
+    .bind(split.edge_starts())
+    .bind(split.edge_ends())
     .fetch_one(pool)
     .await?;
     Ok(Money::from_db(net))

@@ -401,8 +401,8 @@ async fn portal_screenshots_at_375_and_1280_px() {
         let r = app.post(&format!("/v1/tenants/{t}/api-keys"), ADMIN, json!({ "name": name })).await;
         keys.push(r.id());
     }
-    // Two weeks of usage over three models and three keys. Charges are made now and their
-    // dates then moved back in this test's own database, so the chart has days to show.
+    // Two weeks of usage over three models and three keys, each charge made on its day by
+    // the service's clock (charges are append-only: their dates cannot be moved afterwards).
     let usage = |model: &str, day: i64| match model {
         "gpt-4o" => json!({ "input_tokens": 200_000 + day * 37_000, "output_tokens": 60_000 + (day % 5) * 20_000 }),
         "claude-sonnet" => json!({ "input_tokens": 90_000 + (day % 3) * 50_000, "output_tokens": 30_000 }),
@@ -413,18 +413,13 @@ async fn portal_screenshots_at_375_and_1280_px() {
             if (day + i as i64) % 4 == 3 {
                 continue;
             }
+            app.state.clock.set(chrono::Utc::now() - chrono::Duration::days(day));
             let body = json!({ "tenant_id": t, "model": model, "usage": usage(model, day), "api_key_id": keys[i] });
             let r = app.post_idem("/v1/charges", ADMIN, &format!("u{day}-{i}"), body).await;
             r.assert(201);
-            sqlx::query("UPDATE charges SET created_at = created_at - make_interval(days => $3) WHERE tenant_id = $1 AND id = $2")
-                .bind(t)
-                .bind(r.id())
-                .bind(day as i32)
-                .execute(&app.pool)
-                .await
-                .unwrap();
         }
     }
+    app.state.clock.resume();
     // Spend limits on two keys and on the account, and part of a top-up refunded.
     let key_limits = [
         json!({ "spend_limit": { "amount": "500", "window": "month" } }),
