@@ -34,6 +34,8 @@ pub struct Config {
     pub db_pool_size: u32,
     pub charge_batching: bool,
     pub charge_batch_max: usize,
+    /// Group-commit lanes: batches (of any tenants) committing at once.
+    pub charge_lanes: usize,
     pub request_timeout: Duration,
     pub body_limit_bytes: usize,
     /// A connection whose request headers take longer than this to arrive is closed.
@@ -178,6 +180,7 @@ impl Config {
             db_pool_size: parse(&var, "TALLY_DB_POOL_SIZE", "16")?,
             charge_batching: boolean(&var, "TALLY_CHARGE_BATCHING", true)?,
             charge_batch_max: parse(&var, "TALLY_CHARGE_BATCH_MAX", "256")?,
+            charge_lanes: parse(&var, "TALLY_CHARGE_LANES", "2")?,
             request_timeout: Duration::from_millis(parse(&var, "TALLY_REQUEST_TIMEOUT_MS", "15000")?),
             body_limit_bytes: parse(&var, "TALLY_BODY_LIMIT_BYTES", "65536")?,
             header_read_timeout: Duration::from_millis(parse(&var, "TALLY_HEADER_READ_TIMEOUT_MS", "10000")?),
@@ -226,6 +229,9 @@ impl Config {
         }
         if self.charge_batch_max == 0 {
             return err("TALLY_CHARGE_BATCH_MAX", "must be at least 1");
+        }
+        if self.charge_lanes == 0 {
+            return err("TALLY_CHARGE_LANES", "must be at least 1");
         }
         if self.signup_credit.is_negative() {
             return err("TALLY_SIGNUP_CREDIT", "must not be negative");
@@ -401,6 +407,7 @@ mod tests {
             ("TALLY_LOG_FORMAT", "xml"),
             ("TALLY_SIGNUP_CREDIT", "1.0000001"),
             ("TALLY_CHARGE_BATCHING", "maybe"),
+            ("TALLY_CHARGE_LANES", "0"),
             ("TALLY_ALLOW_PRIVATE_WEBHOOKS", "2"),
             ("TALLY_RUN_WORKERS", "enabled"),
             ("TALLY_TOP_UP_WHOLE_DOLLARS", "y"),

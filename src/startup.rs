@@ -38,7 +38,13 @@ pub async fn database(config: &Config) -> Result<(PgPool, Option<EmbeddedPostgre
             let dir = config.data_dir.clone();
             let max_connections = (config.db_pool_size * 4).max(50);
             let pg = tokio::task::spawn_blocking(move || {
-                EmbeddedPostgres::start(EmbeddedOptions { dir, ephemeral: false, fsync: true, max_connections })
+                EmbeddedPostgres::start(EmbeddedOptions {
+                    dir,
+                    ephemeral: false,
+                    fsync: true,
+                    max_connections,
+                    preload: None,
+                })
             })
             .await??;
             (pg.ensure_database("tally").await?, Some(pg))
@@ -86,8 +92,7 @@ pub async fn build_state(config: Config, pool: PgPool, mock: Option<Arc<MockProv
     let low_balance = Arc::new(LowBalance::default());
     let clock = Clock::system();
     let frame = Frame::new(pool.clone(), clock.clone(), low_balance.clone(), faults.clone());
-    let charger =
-        Arc::new(Charger::new(frame.clone(), config.credits_per_usd, config.charge_batching, config.charge_batch_max));
+    let charger = Arc::new(Charger::new(frame.clone(), &config));
     let money_in = MoneyIn {
         frame: frame.clone(),
         provider: provider.clone(),

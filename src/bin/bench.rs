@@ -17,7 +17,13 @@
 //!    - estimates: `POST /v1/estimates` (pure pricing, no database write), 64 clients;
 //!    - exhaustion: 800 charges of 0.01 by 64 clients against exactly 5.00;
 //!    - limit exhaust: 800 charges of 0.01 by 64 clients naming a key limited to 5.00
-//!      (lifetime), on a tenant that could pay for all of them.
+//!      (lifetime), on a tenant that could pay for all of them;
+//!    - mixed 80/20: 80% of the charges on 10 busy tenants, 20% spread over the 10,000;
+//!    - two replicas: the same mix at 64 clients, half of them on a second `tally` process
+//!      (same configuration, same database): both batch the same tenants at once.
+//!
+//! After each scenario it also prints the WAL written per acknowledged charge, and with
+//! `--profile-db` the top statements of `pg_stat_statements`, per commit and per charge.
 //!
 //! Each client is a task on a separate multi-thread runtime sending one request at a time
 //! over a keep-alive connection, each with its own `Idempotency-Key`. Latency is measured
@@ -51,7 +57,7 @@
 //! Run:
 //! ```text
 //! cargo build --release --bin tally --bin tally-bench     # or scripts/bench.sh [options]
-//! target/release/tally-bench [--seconds 10] [--quick] [--tenants 10000] [--order off,on]
+//! target/release/tally-bench [--seconds 10] [--quick] [--tenants 10000] [--order off,on] [--profile-db]
 //! target/release/tally-bench --soak 12 --seconds 15
 //! ```
 //! The service inherits the environment (so `TALLY_DB_POOL_SIZE`, `TALLY_CHARGE_BATCH_MAX`
@@ -69,6 +75,8 @@ mod cpu;
 mod history;
 #[path = "bench/load.rs"]
 mod load;
+#[path = "bench/profile.rs"]
+mod profile;
 #[path = "bench/report.rs"]
 mod report;
 #[path = "bench/scenarios.rs"]
@@ -91,7 +99,8 @@ use scenarios::{Batching, Shared};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const USAGE: &str = "usage: tally-bench [--seconds N] [--quick] [--tenants N] [--order off,on|on,off] [--soak N]
+const USAGE: &str =
+    "usage: tally-bench [--seconds N] [--quick] [--tenants N] [--order off,on|on,off] [--soak N] [--profile-db]
   --seconds N   length of each timed scenario, or soak segment (default 10)
   --quick       3-second scenarios: a smoke run
   --tenants N   tenants in the spread scenario (default 10000)
@@ -100,7 +109,9 @@ const USAGE: &str = "usage: tally-bench [--seconds N] [--quick] [--tenants N] [-
   --soak N      instead: N consecutive segments on one hot tenant, no /metrics scrape, printing
                 the rate and the service's RSS per segment (batching on; --order off,on for off)
   --history N   instead: seed one tenant with N transactions of history, then time the
-                balance, breakdown, usage and transactions reads (median of 25, over HTTP)";
+                balance, breakdown, usage and transactions reads (median of 25, over HTTP)
+  --profile-db  start PostgreSQL with pg_stat_statements and print, after each scenario, its
+                top statements by total time, per commit and per charge";
 
 /// Command-line options.
 #[derive(Debug, Clone)]
@@ -112,16 +123,25 @@ pub struct Args {
     pub soak: Option<usize>,
     /// `--history N`: time the reads on a tenant with N transactions instead.
     pub history: Option<i64>,
+    /// `--profile-db`: `pg_stat_statements` figures after each scenario.
+    pub profile_db: bool,
 }
 
 impl Args {
     fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-        let mut args =
-            Args { seconds: 10, tenants: 10_000, order: [Batching::Off, Batching::On], soak: None, history: None };
+        let mut args = Args {
+            seconds: 10,
+            tenants: 10_000,
+            order: [Batching::Off, Batching::On],
+            soak: None,
+            history: None,
+            profile_db: false,
+        };
         let mut order_given = false;
         while let Some(a) = it.next() {
             match a.as_str() {
                 "--quick" => args.seconds = 3,
+                "--profile-db" => args.profile_db = true,
                 "--seconds" => args.seconds = number(it.next(), "--seconds")?,
                 "--tenants" => args.tenants = number(it.next(), "--tenants")?,
                 "--soak" => args.soak = Some(number(it.next(), "--soak")?),
@@ -183,7 +203,7 @@ fn run(args: &Args) -> Result<bool, BoxError> {
     let tally = service_binary()?;
     let busy_before = cpu::machine_load(Duration::from_secs(1));
     let dir = std::env::temp_dir().join(format!("tally-bench-{}-{:08x}", std::process::id(), rand::random::<u32>()));
-    let pg = cluster::start(&dir)?;
+    let pg = cluster::start(&dir, args.profile_db)?;
     let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let load = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("bench-load").build()?;
     let result = control.block_on(async {
@@ -249,11 +269,14 @@ async fn bench(
         return passed;
     }
     report::print_header(&cluster::Machine::detect(&db.pool, busy_before).await?, args, tally);
+    if args.profile_db {
+        profile::enable(&db.pool).await?;
+    }
     let mut shared: Option<Shared> = None;
     let mut rows: Vec<Row> = Vec::new();
     for batching in args.order {
         let svc = service::Service::start(tally, batching, &db.url, dir).await?;
-        let result = scenarios::run_all(args, &svc, &db, load, &mut shared).await;
+        let result = scenarios::run_all(args, (tally, dir), &svc, &db, load, &mut shared).await;
         let stopped = svc.stop().await;
         rows.extend(result?);
         stopped?.print();

@@ -1,8 +1,8 @@
 //! The locked ledgers of one movement, and the drafts it stages on them.
 //!
-//! [`lock`] is the service's one lock entry point: it takes each tenant's ledger lock in
-//! tenant-id order (so two movements over the same tenants can never deadlock) and, under
-//! each, first expires any bonus lot already past its expiry that no worker has swept yet,
+//! [`lock`] is the service's one lock entry point: it takes every tenant's ledger lock in
+//! one statement, in tenant-id order (so two movements over the same tenants can never
+//! deadlock) and, under each, first expires any bonus lot already past its expiry that no worker has swept yet,
 //! with its `credits.expired` event. Every figure computed under the lock (totals,
 //! `balance_after`) therefore leaves expired credit out.
 
@@ -47,8 +47,7 @@ pub async fn lock(conn: &mut PgConnection, mut tenants: Vec<Uuid>, now: DateTime
     tenants.sort_unstable();
     tenants.dedup();
     let mut ledgers = Vec::with_capacity(tenants.len());
-    for tenant in tenants {
-        let Some(mut locked) = ledger::lock(conn, tenant, now).await? else { continue };
+    for mut locked in ledger::lock_all(conn, &tenants, now).await? {
         let available_before = locked.balances.available()?;
         let swept = if locked.expired_unswept.is_positive() { sweep(conn, &mut locked, now).await? } else { 0 };
         ledgers.push(Ledger { locked, available_before, swept, drafts: Vec::new(), posted: Vec::new() });
@@ -99,10 +98,12 @@ impl Books {
         self.ledgers[s.ledger].posted.get(s.index).ok_or_else(|| AppError::internal("draft not posted"))
     }
 
-    /// Posts every tenant's staged drafts: one `ledger::post` per tenant.
+    /// Posts every tenant's staged drafts, in one `ledger::post_all`.
     pub(super) async fn post_staged(&mut self, conn: &mut PgConnection) -> AppResult<()> {
-        for l in &mut self.ledgers {
-            l.posted = ledger::post(conn, &mut l.locked, &l.drafts).await?;
+        let staged = self.ledgers.iter_mut().map(|l| (&mut l.locked, l.drafts.as_slice())).collect();
+        let posted = ledger::post_all(conn, staged).await?;
+        for (l, p) in self.ledgers.iter_mut().zip(posted) {
+            l.posted = p;
         }
         Ok(())
     }

@@ -213,13 +213,10 @@ async fn steps<M: Movement>(
         })
         .collect::<AppResult<Vec<_>>>()?;
     idempotency::store_all(tx, &done).await?;
-    let mut lowered = Vec::new();
-    for (tenant, before, after) in books.moved()? {
-        if after < before {
-            low.within(tx, tenant, before, after).await?;
-            lowered.push((tenant, after));
-        }
-    }
+    let moved = books.moved()?;
+    low.within(tx, &moved).await?;
+    let lowered =
+        moved.into_iter().filter(|(_, before, after)| after < before).map(|(t, _, after)| (t, after)).collect();
     Ok((lowered, responses, books.posted_kinds().collect()))
 }
 

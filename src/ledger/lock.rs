@@ -1,7 +1,10 @@
 //! Taking a tenant's ledger lock and reading its funds under it.
 //!
-//! Only the posting frame (`crate::frame`) calls [`lock`]: it is the one lock entry point
+//! Only the posting frame (`crate::frame`) calls [`lock_all`]: it is the one lock entry point
 //! of the service, and it sweeps expired lots right after taking the lock.
+//! [`lock_all`] locks every tenant of a movement in one statement.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -41,7 +44,7 @@ impl Locked {
 }
 
 /// Opens a new tenant's accounts (paid, bonus, held), all at zero, in the caller's
-/// transaction: the row [`lock`] takes from then on.
+/// transaction: the row [`lock_all`] takes from then on.
 pub async fn open_accounts(conn: &mut PgConnection, tenant_id: Uuid, currency: &str) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO balances (tenant_id, currency) VALUES ($1, $2)")
         .bind(tenant_id)
@@ -51,39 +54,60 @@ pub async fn open_accounts(conn: &mut PgConnection, tenant_id: Uuid, currency: &
     Ok(())
 }
 
-/// Locks the tenant's balances row (`FOR UPDATE`) and reads its spendable funds.
-/// `None`: no such tenant. Lots need no lock of their own: they are only written under
-/// this one.
-pub async fn lock(conn: &mut PgConnection, tenant_id: Uuid, now: DateTime<Utc>) -> Result<Option<Locked>, sqlx::Error> {
-    let row: Option<(Decimal, Decimal, Decimal, String, TenantStatus, bool)> = sqlx::query_as(
-        "SELECT b.paid, b.bonus, b.held, b.currency, t.status, \
+/// Locks the balances rows of `tenants` (`FOR UPDATE`), in tenant-id order, and reads their
+/// spendable funds: one statement for the rows and, when any tenant has bonus, one for
+/// their lots, whatever the number of tenants. Tenants that do not exist are absent from
+/// the answer, which is in tenant-id order. Lots need no lock of their own: they are only
+/// written under this one.
+///
+/// The rows are locked in the order of `ORDER BY` (the lock is taken above the sort), so
+/// two transactions locking overlapping sets wait for each other and never deadlock.
+pub async fn lock_all(
+    conn: &mut PgConnection,
+    tenants: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<Vec<Locked>, sqlx::Error> {
+    if tenants.is_empty() {
+        return Ok(Vec::new());
+    }
+    type Row = (Uuid, Decimal, Decimal, Decimal, String, TenantStatus, bool);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT b.tenant_id, b.paid, b.bonus, b.held, b.currency, t.status, \
            EXISTS (SELECT 1 FROM tenant_spend_limits l WHERE l.tenant_id = b.tenant_id \
                    AND (l.day_limit IS NOT NULL OR l.month_limit IS NOT NULL)) \
          FROM balances b JOIN tenants t ON t.id = b.tenant_id \
-         WHERE b.tenant_id = $1 FOR UPDATE OF b",
+         WHERE b.tenant_id = ANY($1) ORDER BY b.tenant_id FOR UPDATE OF b",
     )
-    .bind(tenant_id)
-    .fetch_optional(&mut *conn)
+    .bind(tenants)
+    .fetch_all(&mut *conn)
     .await?;
-    let Some((paid, bonus, held, currency, status, spend_limited)) = row else { return Ok(None) };
-    let balances = Balances { paid: Money::from_db(paid), bonus: Money::from_db(bonus), held: Money::from_db(held) };
-    let lots = if balances.bonus.is_zero() { Vec::new() } else { load_lots(conn, tenant_id).await? };
-    let funds = Funds::new(balances.paid, balances.held, lots, now);
-    // Lots adding up to more than the cached bonus is a broken invariant: refuse, never guess.
-    let expired_unswept = balances.bonus.checked_sub(funds.bonus()).filter(|m| !m.is_negative()).ok_or_else(|| {
-        sqlx::Error::Decode(format!("tenant {tenant_id}: bonus lots exceed the bonus balance").into())
-    })?;
-    Ok(Some(Locked { tenant_id, currency, status, funds, expired_unswept, spend_limited, balances }))
+    let with_bonus: Vec<Uuid> = rows.iter().filter(|r| !r.2.is_zero()).map(|r| r.0).collect();
+    let mut lots = if with_bonus.is_empty() { HashMap::new() } else { load_lots(conn, &with_bonus).await? };
+    rows.into_iter()
+        .map(|(tenant_id, paid, bonus, held, currency, status, spend_limited)| {
+            let balances =
+                Balances { paid: Money::from_db(paid), bonus: Money::from_db(bonus), held: Money::from_db(held) };
+            let funds = Funds::new(balances.paid, balances.held, lots.remove(&tenant_id).unwrap_or_default(), now);
+            // Lots adding up to more than the cached bonus is a broken invariant: refuse, never guess.
+            let expired_unswept =
+                balances.bonus.checked_sub(funds.bonus()).filter(|m| !m.is_negative()).ok_or_else(|| {
+                    sqlx::Error::Decode(format!("tenant {tenant_id}: bonus lots exceed the bonus balance").into())
+                })?;
+            Ok(Locked { tenant_id, currency, status, funds, expired_unswept, spend_limited, balances })
+        })
+        .collect()
 }
 
-async fn load_lots(conn: &mut PgConnection, tenant_id: Uuid) -> Result<Vec<Lot>, sqlx::Error> {
-    let rows: Vec<(Uuid, Decimal, Option<DateTime<Utc>>)> =
-        sqlx::query_as("SELECT id, remaining, expires_at FROM bonus_lots WHERE tenant_id = $1 AND remaining > 0")
-            .bind(tenant_id)
-            .fetch_all(conn)
-            .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, remaining, expires_at)| Lot { id, remaining: Money::from_db(remaining), expires_at })
-        .collect())
+async fn load_lots(conn: &mut PgConnection, tenants: &[Uuid]) -> Result<HashMap<Uuid, Vec<Lot>>, sqlx::Error> {
+    let rows: Vec<(Uuid, Uuid, Decimal, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT tenant_id, id, remaining, expires_at FROM bonus_lots WHERE tenant_id = ANY($1) AND remaining > 0",
+    )
+    .bind(tenants)
+    .fetch_all(conn)
+    .await?;
+    let mut lots: HashMap<Uuid, Vec<Lot>> = HashMap::new();
+    for (tenant, id, remaining, expires_at) in rows {
+        lots.entry(tenant).or_default().push(Lot { id, remaining: Money::from_db(remaining), expires_at });
+    }
+    Ok(lots)
 }

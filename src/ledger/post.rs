@@ -1,7 +1,8 @@
 //! Posting: writes drafts as ledger rows and moves the cached balances with them.
 //!
-//! A whole batch of drafts for one tenant is written in a fixed number of statements
-//! (one per table), whatever the batch size: that is what makes group commit pay.
+//! A whole batch of drafts, for one tenant or many, is written in a fixed number of
+//! statements, whatever the batch size and the number of tenants: that is what makes
+//! group commit pay.
 //!
 //! "Balance after" is computed here and only here: each draft moves the locked tenant's
 //! [`Balances`], and its [`Posted::after`] is read from them.
@@ -101,37 +102,57 @@ pub struct Posted {
 
 /// Posts `drafts`, in order, for the locked tenant, and moves `locked.balances` with them.
 pub async fn post(conn: &mut PgConnection, locked: &mut Locked, drafts: &[Draft]) -> Result<Vec<Posted>, LedgerError> {
-    if drafts.is_empty() {
-        return Ok(Vec::new());
-    }
-    let tenant = locked.tenant_id;
-    let before = locked.balances;
-    let mut lot_delta = HashMap::<Uuid, Decimal>::new();
-    // The lock guarantees nobody else moved the row: each balance follows from the last.
-    let mut posted = Vec::with_capacity(drafts.len());
-    for d in drafts {
-        if d.entries.len() < 2 {
-            return Err(LedgerError::TooFewEntries(d.id));
-        }
-        let sum = Money::checked_sum(d.entries.iter().map(|e| e.amount)).ok_or(LedgerError::OutOfRange)?;
-        if !sum.is_zero() {
-            return Err(LedgerError::Unbalanced(d.id, sum));
-        }
-        for e in d.entries.iter().filter(|e| e.account.is_tenant_owned()) {
-            locked.balances.apply(e.account, e.amount)?;
-            if let Some(lot) = e.lot {
-                *lot_delta.entry(lot).or_insert(Decimal::ZERO) += e.amount.as_decimal();
-            }
-        }
-        posted.push(Posted { id: d.id, after: locked.balances.summary()? });
-    }
-
-    insert_new_lots(conn, tenant, drafts, &mut lot_delta).await?;
-    update_lots(conn, tenant, &lot_delta).await?;
-    let moved = locked.balances.minus(&before)?;
-    insert_rows(conn, tenant, moved, drafts, &posted).await?;
-    Ok(posted)
+    Ok(post_all(conn, vec![(locked, drafts)]).await?.pop().unwrap_or_default())
 }
+
+/// Posts each locked tenant's drafts, in order, and moves its balances with them: one
+/// statement for the balances, transactions and entries of every tenant (and one each
+/// for new and spent bonus lots, when there are any), whatever the number of tenants.
+/// The answer holds each tenant's [`Posted`], in the order given.
+pub async fn post_all(
+    conn: &mut PgConnection,
+    ledgers: Vec<(&mut Locked, &[Draft])>,
+) -> Result<Vec<Vec<Posted>>, LedgerError> {
+    let mut lot_delta = HashMap::<(Uuid, Uuid), Decimal>::new();
+    let mut moved = Vec::new();
+    let mut all = Vec::with_capacity(ledgers.len());
+    for (locked, drafts) in ledgers {
+        let tenant = locked.tenant_id;
+        let before = locked.balances;
+        // The lock guarantees nobody else moved the row: each balance follows from the last.
+        let mut posted = Vec::with_capacity(drafts.len());
+        for d in drafts {
+            if d.entries.len() < 2 {
+                return Err(LedgerError::TooFewEntries(d.id));
+            }
+            let sum = Money::checked_sum(d.entries.iter().map(|e| e.amount)).ok_or(LedgerError::OutOfRange)?;
+            if !sum.is_zero() {
+                return Err(LedgerError::Unbalanced(d.id, sum));
+            }
+            for e in d.entries.iter().filter(|e| e.account.is_tenant_owned()) {
+                locked.balances.apply(e.account, e.amount)?;
+                if let Some(lot) = e.lot {
+                    *lot_delta.entry((tenant, lot)).or_insert(Decimal::ZERO) += e.amount.as_decimal();
+                }
+            }
+            posted.push(Posted { id: d.id, after: locked.balances.summary()? });
+        }
+        if !drafts.is_empty() {
+            moved.push((tenant, locked.balances.minus(&before)?));
+        }
+        all.push((tenant, drafts, posted));
+    }
+    if moved.is_empty() {
+        return Ok(all.into_iter().map(|(_, _, p)| p).collect());
+    }
+    insert_new_lots(conn, &all, &mut lot_delta).await?;
+    update_lots(conn, &lot_delta).await?;
+    insert_rows(conn, &moved, &all).await?;
+    Ok(all.into_iter().map(|(_, _, p)| p).collect())
+}
+
+/// Each tenant's drafts and what posting them gave.
+type Batch<'a> = [(Uuid, &'a [Draft], Vec<Posted>)];
 
 fn overdraw(e: sqlx::Error) -> LedgerError {
     match &e {
@@ -143,21 +164,23 @@ fn overdraw(e: sqlx::Error) -> LedgerError {
 /// New lots are inserted with the net of this batch's entries on them (usually the grant).
 async fn insert_new_lots(
     conn: &mut PgConnection,
-    tenant: Uuid,
-    drafts: &[Draft],
-    lot_delta: &mut HashMap<Uuid, Decimal>,
+    all: &Batch<'_>,
+    lot_delta: &mut HashMap<(Uuid, Uuid), Decimal>,
 ) -> Result<(), LedgerError> {
-    let (mut ids, mut sources, mut granted, mut remaining, mut expires, mut txns, mut at) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    for d in drafts {
-        for l in &d.new_lots {
-            ids.push(l.id);
-            sources.push(l.source.as_str());
-            granted.push(l.amount.as_decimal());
-            remaining.push(lot_delta.remove(&l.id).ok_or(LedgerError::UnknownLot(l.id))?);
-            expires.push(l.expires_at);
-            txns.push(d.id);
-            at.push(d.created_at);
+    let (mut tenants, mut ids, mut sources, mut granted, mut remaining, mut expires, mut txns, mut at) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (tenant, drafts, _) in all {
+        for d in drafts.iter() {
+            for l in &d.new_lots {
+                tenants.push(*tenant);
+                ids.push(l.id);
+                sources.push(l.source.as_str());
+                granted.push(l.amount.as_decimal());
+                remaining.push(lot_delta.remove(&(*tenant, l.id)).ok_or(LedgerError::UnknownLot(l.id))?);
+                expires.push(l.expires_at);
+                txns.push(d.id);
+                at.push(d.created_at);
+            }
         }
     }
     if ids.is_empty() {
@@ -165,9 +188,10 @@ async fn insert_new_lots(
     }
     sqlx::query(
         "INSERT INTO bonus_lots (tenant_id, id, source, granted, remaining, expires_at, transaction_id, created_at) \
-         SELECT $1, * FROM UNNEST($2::uuid[], $3::text[], $4::numeric[], $5::numeric[], $6::timestamptz[], $7::uuid[], $8::timestamptz[])",
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::numeric[], $5::numeric[], $6::timestamptz[], \
+                              $7::uuid[], $8::timestamptz[])",
     )
-    .bind(tenant)
+    .bind(&tenants)
     .bind(&ids)
     .bind(&sources)
     .bind(&granted)
@@ -181,22 +205,22 @@ async fn insert_new_lots(
     Ok(())
 }
 
-async fn update_lots(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    lot_delta: &HashMap<Uuid, Decimal>,
-) -> Result<(), LedgerError> {
-    let (ids, deltas): (Vec<Uuid>, Vec<Decimal>) =
-        lot_delta.iter().filter(|(_, d)| !d.is_zero()).map(|(k, v)| (*k, *v)).unzip();
+async fn update_lots(conn: &mut PgConnection, lot_delta: &HashMap<(Uuid, Uuid), Decimal>) -> Result<(), LedgerError> {
+    let (mut tenants, mut ids, mut deltas) = (vec![], vec![], vec![]);
+    for ((tenant, lot), delta) in lot_delta.iter().filter(|(_, d)| !d.is_zero()) {
+        tenants.push(*tenant);
+        ids.push(*lot);
+        deltas.push(*delta);
+    }
     if ids.is_empty() {
         return Ok(());
     }
     let updated = sqlx::query(
         "UPDATE bonus_lots l SET remaining = l.remaining + d.delta \
-         FROM UNNEST($2::uuid[], $3::numeric[]) AS d(id, delta) \
-         WHERE l.tenant_id = $1 AND l.id = d.id",
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::numeric[]) AS d(tenant_id, id, delta) \
+         WHERE l.tenant_id = d.tenant_id AND l.id = d.id",
     )
-    .bind(tenant)
+    .bind(&tenants)
     .bind(&ids)
     .bind(&deltas)
     .execute(conn)
@@ -208,30 +232,33 @@ async fn update_lots(
     Ok(())
 }
 
-/// Moves the cached balances and inserts the transactions and their entries in one
-/// statement (one round trip). The CHECKs on `balances` refuse an overdraft, and the
-/// entries' foreign key is checked at the end of the statement, after both inserts.
+/// Moves the cached balances of every tenant and inserts the transactions and their
+/// entries in one statement (one round trip). The CHECKs on `balances` refuse an
+/// overdraft, and the entries' foreign key is checked at the end of the statement, after
+/// both inserts.
 async fn insert_rows(
     conn: &mut PgConnection,
-    tenant: Uuid,
-    balance: [Decimal; 3],
-    drafts: &[Draft],
-    posted: &[Posted],
+    moved: &[(Uuid, [Decimal; 3])],
+    all: &Batch<'_>,
 ) -> Result<(), LedgerError> {
-    let t = TxnColumns::new(drafts, posted);
-    let e = EntryColumns::new(drafts);
+    let t = TxnColumns::new(all);
+    let e = EntryColumns::new(all);
+    let col = |i: usize| moved.iter().map(|(_, d)| d[i]).collect::<Vec<Decimal>>();
+    let tenants: Vec<Uuid> = moved.iter().map(|(t, _)| *t).collect();
     sqlx::query(
         "WITH moved AS ( \
-           UPDATE balances SET paid = paid + $16, bonus = bonus + $17, held = held + $18 WHERE tenant_id = $1), \
+           UPDATE balances b SET paid = b.paid + d.paid, bonus = b.bonus + d.bonus, held = b.held + d.held \
+           FROM UNNEST($17::uuid[], $18::numeric[], $19::numeric[], $20::numeric[]) AS d(tenant_id, paid, bonus, held) \
+           WHERE b.tenant_id = d.tenant_id), \
          txns AS ( \
            INSERT INTO ledger_transactions \
              (tenant_id, id, kind, description, reference, actor, corrects, api_key_id, total_after, created_at) \
-           SELECT $1, * FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::uuid[], \
-                                    $8::uuid[], $9::numeric[], $10::timestamptz[])) \
+           SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::uuid[], \
+                                $8::uuid[], $9::numeric[], $10::timestamptz[])) \
          INSERT INTO ledger_entries (tenant_id, transaction_id, line, account, amount, lot_id) \
-         SELECT $1, * FROM UNNEST($11::uuid[], $12::int2[], $13::text[], $14::numeric[], $15::uuid[])",
+         SELECT * FROM UNNEST($11::uuid[], $12::uuid[], $13::int2[], $14::text[], $15::numeric[], $16::uuid[])",
     )
-    .bind(tenant)
+    .bind(&t.tenants)
     .bind(&t.ids)
     .bind(&t.kinds)
     .bind(&t.descs)
@@ -241,14 +268,16 @@ async fn insert_rows(
     .bind(&t.keys)
     .bind(&t.totals)
     .bind(&t.at)
+    .bind(&e.tenants)
     .bind(&e.txns)
     .bind(&e.lines)
     .bind(&e.accounts)
     .bind(&e.amounts)
     .bind(&e.lots)
-    .bind(balance[0])
-    .bind(balance[1])
-    .bind(balance[2])
+    .bind(&tenants)
+    .bind(col(0))
+    .bind(col(1))
+    .bind(col(2))
     .execute(conn)
     .await
     .map_err(overdraw)?;
@@ -258,6 +287,7 @@ async fn insert_rows(
 /// Column arrays of `ledger_transactions` for one UNNEST insert.
 #[derive(Default)]
 struct TxnColumns<'a> {
+    tenants: Vec<Uuid>,
     ids: Vec<Uuid>,
     kinds: Vec<&'static str>,
     descs: Vec<Option<&'a str>>,
@@ -270,9 +300,12 @@ struct TxnColumns<'a> {
 }
 
 impl<'a> TxnColumns<'a> {
-    fn new(drafts: &'a [Draft], posted: &[Posted]) -> Self {
+    fn new(all: &Batch<'a>) -> Self {
         let mut c = TxnColumns::default();
-        for (d, p) in drafts.iter().zip(posted) {
+        for (d, p, tenant) in
+            all.iter().flat_map(|(t, drafts, posted)| drafts.iter().zip(posted).map(|(d, p)| (d, p, *t)))
+        {
+            c.tenants.push(tenant);
             c.ids.push(d.id);
             c.kinds.push(d.kind.as_str());
             c.descs.push(d.description.as_deref());
@@ -290,6 +323,7 @@ impl<'a> TxnColumns<'a> {
 /// Column arrays of `ledger_entries` for one UNNEST insert.
 #[derive(Default)]
 struct EntryColumns {
+    tenants: Vec<Uuid>,
     txns: Vec<Uuid>,
     lines: Vec<i16>,
     accounts: Vec<&'static str>,
@@ -298,10 +332,11 @@ struct EntryColumns {
 }
 
 impl EntryColumns {
-    fn new(drafts: &[Draft]) -> Self {
+    fn new(all: &Batch<'_>) -> Self {
         let mut c = EntryColumns::default();
-        for d in drafts {
+        for (tenant, d) in all.iter().flat_map(|(t, drafts, _)| drafts.iter().map(|d| (*t, d))) {
             for (i, e) in d.entries.iter().enumerate() {
+                c.tenants.push(tenant);
                 c.txns.push(d.id);
                 c.lines.push(i as i16);
                 c.accounts.push(e.account.as_str());

@@ -41,9 +41,14 @@ fn start_cluster() -> Cluster {
         None => {
             tally::db::embedded::reap_abandoned();
             let dir = tally::db::embedded::ephemeral_dir();
-            let pg =
-                EmbeddedPostgres::start(EmbeddedOptions { dir, ephemeral: true, fsync: false, max_connections: 300 })
-                    .expect("embedded postgres for tests (install PostgreSQL or set DATABASE_URL)");
+            let pg = EmbeddedPostgres::start(EmbeddedOptions {
+                dir,
+                ephemeral: true,
+                fsync: false,
+                max_connections: 300,
+                preload: None,
+            })
+            .expect("embedded postgres for tests (install PostgreSQL or set DATABASE_URL)");
             (pg.connect_options("postgres"), Some(pg))
         }
     };

@@ -11,6 +11,7 @@ mod charges;
 mod config_flags;
 mod connections;
 mod credentials;
+mod cross_tenant;
 mod docs;
 mod embedded;
 mod frame;

@@ -10,13 +10,14 @@ use tally::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use crate::BoxError;
 
 /// An ephemeral cluster in `dir` (created here, removed on drop), fsync ON: commits are as
-/// durable as in production.
-pub fn start(dir: &Path) -> Result<EmbeddedPostgres, BoxError> {
+/// durable as in production. `profile`: with `pg_stat_statements` loaded.
+pub fn start(dir: &Path, profile: bool) -> Result<EmbeddedPostgres, BoxError> {
     Ok(EmbeddedPostgres::start(EmbeddedOptions {
         dir: dir.to_path_buf(),
         ephemeral: true,
         fsync: true,
         max_connections: 200,
+        preload: profile.then_some("pg_stat_statements"),
     })?)
 }
 

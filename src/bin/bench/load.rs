@@ -35,7 +35,8 @@ pub enum Until {
 }
 
 pub struct Plan {
-    pub base: String,
+    /// The services to send to: client `i` uses `bases[i % len]` (two replicas: half each).
+    pub bases: Vec<String>,
     pub token: String,
     pub clients: usize,
     pub request: Request,
@@ -194,9 +195,10 @@ pub async fn run(http: reqwest::Client, plan: Plan) -> Outcome {
 /// One client: a request at a time until the budget is spent.
 async fn client(http: reqwest::Client, plan: Arc<Plan>, budget: Budget, started: Instant, me: usize) -> Outcome {
     let mut rng = StdRng::seed_from_u64(me as u64);
+    let base = &plan.bases[me % plan.bases.len()];
     let (url, is_charge) = match &plan.request {
-        Request::Charge(_) => (format!("{}/v1/charges", plan.base), true),
-        Request::Estimate(_) => (format!("{}/v1/estimates", plan.base), false),
+        Request::Charge(_) => (format!("{base}/v1/charges"), true),
+        Request::Estimate(_) => (format!("{base}/v1/estimates"), false),
     };
     let mut out = Outcome { latencies: Vec::with_capacity(4096), ..Outcome::default() };
     let mut seq = 0u64;

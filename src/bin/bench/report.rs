@@ -158,6 +158,7 @@ fn rate_limits() -> String {
 pub fn print_header(m: &Machine, args: &Args, tally: &Path) {
     let pool = std::env::var("TALLY_DB_POOL_SIZE").unwrap_or_else(|_| "16 (default)".into());
     let batch_max = std::env::var("TALLY_CHARGE_BATCH_MAX").unwrap_or_else(|_| "256 (default)".into());
+    let lanes = std::env::var("TALLY_CHARGE_LANES").unwrap_or_else(|_| "2 (default)".into());
     println!(
         "tally-bench: {} s per timed scenario, {} tenants in the spread scenario, batching {} first",
         args.seconds,
@@ -170,7 +171,10 @@ pub fn print_header(m: &Machine, args: &Args, tally: &Path) {
         m.busy_before, m.cpus
     );
     println!("postgres:    {} (embedded, fsync on, Unix socket)", m.postgres);
-    println!("service:     {} (TALLY_DB_POOL_SIZE={pool}, TALLY_CHARGE_BATCH_MAX={batch_max})", tally.display());
+    println!(
+        "service:     {} (TALLY_DB_POOL_SIZE={pool}, TALLY_CHARGE_BATCH_MAX={batch_max}, TALLY_CHARGE_LANES={lanes})",
+        tally.display()
+    );
     println!("rate limits: {}", rate_limits());
     println!("load:        client tasks on their own multi-thread runtime, one request at a time each, keep-alive; latency = send to last body byte");
     println!("note:        service, PostgreSQL and load generator share this machine's CPUs;");
@@ -214,6 +218,8 @@ pub fn print_summary(rows: &[Row]) {
     if let Some(spread) = rows.iter().find(|r| r.scenario.ends_with(" tenants")) {
         compare(rows, &spread.scenario.clone(), 64);
     }
+    compare(rows, "mixed 80/20", 64);
+    compare(rows, "two replicas", 64);
     one_client_latency(rows);
     limit_cost(rows);
     if rows.iter().any(|r| r.verdict.notes.iter().any(|n| n.starts_with("DRIFT"))) {

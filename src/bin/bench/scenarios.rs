@@ -1,5 +1,6 @@
 //! The scenarios, run against one service configuration.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use crate::api::Admin;
 use crate::cluster::Database;
 use crate::cpu;
 use crate::load::{self, Plan, Request, Until};
+use crate::profile;
 use crate::report::Row;
 use crate::service::Service;
 use crate::verify::{Check, Expect, Snapshot};
@@ -36,6 +38,10 @@ const KEY_LIMIT: &str = "5.00";
 const DISTURBED: f64 = 0.25;
 /// A scenario whose last full second is below this share of its best early second is flagged.
 const DRIFT: f64 = 0.6;
+/// The mixed scenario: this many busy tenants take this share of the charges (the rest is
+/// spread over the shared tenants).
+const BUSY_TENANTS: usize = 10;
+const BUSY_SHARE: f64 = 0.8;
 /// Tenants are created this many at a time.
 const SETUP_CONCURRENCY: usize = 32;
 
@@ -64,19 +70,31 @@ pub struct Shared {
     token: String,
     tenants: Vec<Uuid>,
     bodies: Arc<Vec<String>>,
+    /// The mixed scenario's tenants (busy ones first, then the shared ones) and its bodies,
+    /// weighted: a uniform pick lands on a busy tenant `BUSY_SHARE` of the time.
+    mixed_tenants: Vec<Uuid>,
+    mixed_bodies: Arc<Vec<String>>,
 }
 
 async fn setup(admin: &Admin, tenants: usize) -> Result<Shared, BoxError> {
     let started = Instant::now();
     let token = admin.service_token("bench").await?;
     let tenants = admin.funded_tenants(tenants, SPREAD_FUNDING, SETUP_CONCURRENCY).await?;
-    let bodies = Arc::new(tenants.iter().map(|t| charge_body(*t)).collect());
+    let bodies: Vec<String> = tenants.iter().map(|t| charge_body(*t)).collect();
+    let busy = admin.funded_tenants(BUSY_TENANTS, HOT_FUNDING, SETUP_CONCURRENCY).await?;
+    // Each busy body appears `copies` times among the spread ones: busy / all = BUSY_SHARE.
+    let copies = ((BUSY_SHARE / (1.0 - BUSY_SHARE)) * tenants.len() as f64 / busy.len() as f64).round() as usize;
+    let mut mixed_bodies: Vec<String> =
+        busy.iter().flat_map(|t| std::iter::repeat_n(charge_body(*t), copies)).collect();
+    mixed_bodies.extend(bodies.iter().cloned());
+    let mixed_tenants = busy.iter().chain(&tenants).copied().collect();
+    let (bodies, mixed_bodies) = (Arc::new(bodies), Arc::new(mixed_bodies));
     eprintln!(
         "[bench] setup: a service token and {} tenants funded with {SPREAD_FUNDING} each in {:.1} s",
         tenants.len(),
         started.elapsed().as_secs_f64()
     );
-    Ok(Shared { token, tenants, bodies })
+    Ok(Shared { token, tenants, bodies, mixed_tenants, mixed_bodies })
 }
 
 fn charge_body(tenant: Uuid) -> String {
@@ -94,6 +112,7 @@ fn decimal(s: &str) -> Decimal {
 /// Runs every scenario against `svc`, creating the shared tenants on first use.
 pub async fn run_all(
     args: &Args,
+    (tally, dir): (&Path, &Path),
     svc: &Service,
     db: &Database,
     load: &Handle,
@@ -113,6 +132,7 @@ pub async fn run_all(
         admin: &admin,
         shared,
         http: load::http_client(64),
+        profile: args.profile_db,
     };
     let timed = Duration::from_secs(args.seconds);
     let mut rows = vec![run.hot_tenant("warm-up", 64, Duration::from_secs(1)).await?];
@@ -128,6 +148,12 @@ pub async fn run_all(
     rows.push(run.estimates(64, timed).await?);
     rows.push(run.exhaustion(64).await?);
     rows.push(run.limit_exhaustion(64).await?);
+    rows.push(run.mixed(64, timed, None).await?);
+    let other = Service::start_replica(tally, svc.batching, &db.url, dir, "-replica").await?;
+    let two = run.mixed(64, timed, Some(&other)).await;
+    let stopped = other.stop().await;
+    rows.push(two?);
+    stopped?.print();
     Ok(rows)
 }
 
@@ -151,6 +177,8 @@ struct Runner<'a> {
     shared: &'a Shared,
     /// The load client, reused across scenarios (its connections stay open).
     http: reqwest::Client,
+    /// `--profile-db`: print `pg_stat_statements` after each scenario.
+    profile: bool,
 }
 
 /// One scenario: what to send, for how long, and what to check on which tenants.
@@ -161,6 +189,8 @@ struct Scenario<'t> {
     until: Until,
     tenants: &'t [Uuid],
     expect: Expect,
+    /// A second replica taking half the clients.
+    replica: Option<&'t Service>,
 }
 
 impl Runner<'_> {
@@ -174,6 +204,7 @@ impl Runner<'_> {
             until: Until::Elapsed(d),
             tenants: &[tenant],
             expect: Expect::All("201"),
+            replica: None,
         })
         .await
     }
@@ -190,6 +221,7 @@ impl Runner<'_> {
             until: Until::Elapsed(d),
             tenants: &[tenant],
             expect: Expect::All("201"),
+            replica: None,
         })
         .await
     }
@@ -203,6 +235,23 @@ impl Runner<'_> {
             until: Until::Elapsed(d),
             tenants: &self.shared.tenants,
             expect: Expect::All("201"),
+            replica: None,
+        })
+        .await
+    }
+
+    /// (b') 80% of the charges on a few busy tenants, 20% spread over the shared ones; with
+    /// `replica`, half the clients send to that second process on the same database, so
+    /// both batch the same tenants at once (lock order: they wait, never deadlock).
+    async fn mixed(&self, clients: usize, d: Duration, replica: Option<&Service>) -> Result<Row, BoxError> {
+        self.measure(Scenario {
+            name: if replica.is_some() { "two replicas" } else { "mixed 80/20" }.into(),
+            clients,
+            request: Request::Charge(self.shared.mixed_bodies.clone()),
+            until: Until::Elapsed(d),
+            tenants: &self.shared.mixed_tenants,
+            expect: Expect::All("201"),
+            replica,
         })
         .await
     }
@@ -220,6 +269,7 @@ impl Runner<'_> {
             until: Until::Elapsed(d),
             tenants: &[],
             expect: Expect::All("200"),
+            replica: None,
         })
         .await
     }
@@ -238,6 +288,7 @@ impl Runner<'_> {
                 amount: decimal(CHARGE),
                 requests: EXHAUSTION_REQUESTS as u64,
             },
+            replica: None,
         })
         .await
     }
@@ -260,6 +311,7 @@ impl Runner<'_> {
                 amount: decimal(CHARGE),
                 requests: EXHAUSTION_REQUESTS as u64,
             },
+            replica: None,
         })
         .await
     }
@@ -267,17 +319,27 @@ impl Runner<'_> {
     /// Snapshot, load (on the load runtime), checks; prints the row.
     async fn measure(&self, s: Scenario<'_>) -> Result<Row, BoxError> {
         let before = Snapshot::take(self.db, s.tenants).await?;
+        let mut bases = vec![self.svc.base.clone()];
+        bases.extend(s.replica.map(|r| r.base.clone()));
         let plan = Plan {
-            base: self.svc.base.clone(),
+            bases,
             token: self.shared.token.clone(),
             clients: s.clients,
             request: s.request,
             until: s.until,
             key_prefix: format!("bench-{}-{}", self.svc.batching.name(), Uuid::new_v4().simple()),
         };
+        if self.profile {
+            profile::reset(self.db).await?;
+        }
+        let wal_before = profile::wal_position(self.db).await?;
         let cpu_before = cpu::Sample::take(self.svc.pid(), self.postmaster_pid);
         let outcome = self.load.spawn(load::run(self.http.clone(), plan)).await?;
         let cpu = cpu_before.until(&cpu::Sample::take(self.svc.pid(), self.postmaster_pid));
+        let wal = profile::wal_position(self.db).await? - wal_before;
+        if self.profile {
+            profile::print_top(self.db, outcome.acked.len(), 10).await?;
+        }
         let check = Check {
             db: self.db,
             admin: self.admin,
@@ -287,6 +349,13 @@ impl Runner<'_> {
             expect: s.expect,
         };
         let mut verdict = check.run(&outcome).await?;
+        if !outcome.acked.is_empty() {
+            let per = wal as f64 / outcome.acked.len() as f64;
+            verdict.notes.push(format!("WAL: {per:.0} bytes per acknowledged charge ({:.1} MB)", wal as f64 / 1e6));
+        }
+        if s.replica.is_some() {
+            verdict.notes.push("the second replica's CPU is counted under `other`".into());
+        }
         if let Some(drift) = drift(&outcome.per_second) {
             verdict.notes.push(drift);
         }

@@ -22,15 +22,26 @@ pub struct Service {
 impl Service {
     /// Spawns `tally` on `database_url` with the given batching and waits for `/readyz`.
     pub async fn start(tally: &Path, batching: Batching, database_url: &str, dir: &Path) -> Result<Service, BoxError> {
+        Service::start_replica(tally, batching, database_url, dir, "").await
+    }
+
+    /// The same, for another replica on the same database: `name` tells its files apart.
+    pub async fn start_replica(
+        tally: &Path,
+        batching: Batching,
+        database_url: &str,
+        dir: &Path,
+        name: &str,
+    ) -> Result<Service, BoxError> {
         let addr = free_addr()?;
-        let log = dir.join(format!("tally-{}.log", batching.name()));
+        let log = dir.join(format!("tally-{}{name}.log", batching.name()));
         let out = std::fs::File::create(&log)?;
         let mut cmd = Command::new(tally);
         cmd.env("DATABASE_URL", database_url)
             .env("TALLY_ADDR", &addr)
             .env("TALLY_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("TALLY_CHARGE_BATCHING", batching.name())
-            .env("TALLY_DATA_DIR", dir.join(format!("data-{}", batching.name())))
+            .env("TALLY_DATA_DIR", dir.join(format!("data-{}{name}", batching.name())))
             .env("RUST_LOG", "warn")
             .current_dir(dir)
             .stdin(Stdio::null())

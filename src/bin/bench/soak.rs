@@ -93,7 +93,7 @@ async fn soak(args: &Args, segments: usize, svc: &Service, db: &Database, load: 
     let mut cumulative = 0usize;
     for i in 0..segments {
         let plan = Plan {
-            base: svc.base.clone(),
+            bases: vec![svc.base.clone()],
             token: token.clone(),
             clients: CLIENTS,
             request: Request::Charge(body.clone()),

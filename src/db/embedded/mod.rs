@@ -81,6 +81,8 @@ pub struct EmbeddedOptions {
     /// Durable commits. Off only for throwaway test clusters.
     pub fsync: bool,
     pub max_connections: u32,
+    /// `shared_preload_libraries` (e.g. `pg_stat_statements` for a profiling bench run).
+    pub preload: Option<&'static str>,
 }
 
 pub struct EmbeddedPostgres {
@@ -279,6 +281,9 @@ fn server_settings(opts: &EmbeddedOptions) -> Vec<(&'static str, String)> {
         ("shared_buffers", "128MB".into()),
         ("logging_collector", "off".into()),
     ];
+    if let Some(libs) = opts.preload {
+        s.push(("shared_preload_libraries", libs.into()));
+    }
     if !opts.fsync {
         s.extend([("fsync", "off".into()), ("synchronous_commit", "off".into()), ("full_page_writes", "off".into())]);
     }

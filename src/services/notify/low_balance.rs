@@ -146,39 +146,57 @@ impl LowBalance {
         }
     }
 
-    /// Writes the events of a movement that took `available` from `before` to `after`, in
-    /// the movement's transaction. `balance.low`: `before` was at or above the threshold and
-    /// `after` is below it (once per crossing). `balance.depleted`: `after` is zero.
-    pub async fn within(&self, conn: &mut PgConnection, tenant: Uuid, before: Money, after: Money) -> AppResult<()> {
-        if after >= before || !needs_statement(self.cached(tenant), before, after) {
+    /// Writes the events of a movement that took each tenant's `available` from `before` to
+    /// `after` (tenant, before, after), in the movement's transaction, in one statement for
+    /// all the tenants that need one. `balance.low`: `before` was at or above the threshold
+    /// and `after` is below it (once per crossing). `balance.depleted`: `after` is zero.
+    pub async fn within(&self, conn: &mut PgConnection, moved: &[(Uuid, Money, Money)]) -> AppResult<()> {
+        let due: Vec<&(Uuid, Money, Money)> = moved
+            .iter()
+            .filter(|(t, before, after)| after < before && needs_statement(self.cached(*t), *before, *after))
+            .collect();
+        if due.is_empty() {
             return Ok(());
         }
-        let row: Option<(Decimal, bool)> = sqlx::query_as(&format!(
-            "WITH cfg AS (SELECT threshold, enabled FROM auto_top_up WHERE tenant_id = $1), \
-             cur AS (SELECT currency FROM balances WHERE tenant_id = $1), \
-             new_events (id, type, data) AS ( \
-               SELECT $2::uuid, 'balance.low', jsonb_build_object('available', $5::text, \
-                 'threshold', tally_money_text(cfg.threshold), 'auto_top_up_enabled', cfg.enabled, 'currency', cur.currency) \
-               FROM cfg, cur WHERE cfg.threshold <= $3 AND cfg.threshold > $4 \
+        let tenants: Vec<Uuid> = due.iter().map(|m| m.0).collect();
+        let before: Vec<Decimal> = due.iter().map(|m| m.1.as_decimal()).collect();
+        let after: Vec<Decimal> = due.iter().map(|m| m.2.as_decimal()).collect();
+        let shown: Vec<String> = due.iter().map(|m| m.2.to_string()).collect();
+        let depleted: Vec<bool> = due.iter().map(|m| m.2.is_zero()).collect();
+        let low_ids: Vec<Uuid> = due.iter().map(|_| new_id()).collect();
+        let depleted_ids: Vec<Uuid> = due.iter().map(|_| new_id()).collect();
+        let rows: Vec<(Uuid, Option<Decimal>, Option<bool>)> = sqlx::query_as(&format!(
+            "WITH m AS (SELECT * FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[], $4::text[], $5::bool[], \
+                          $6::uuid[], $7::uuid[]) AS m(tenant_id, before, after, shown, depleted, low_id, depleted_id)), \
+             new_events (tenant_id, id, type, data) AS ( \
+               SELECT m.tenant_id, m.low_id, 'balance.low', jsonb_build_object('available', m.shown, \
+                 'threshold', tally_money_text(cfg.threshold), 'auto_top_up_enabled', cfg.enabled, 'currency', b.currency) \
+               FROM m JOIN auto_top_up cfg ON cfg.tenant_id = m.tenant_id JOIN balances b ON b.tenant_id = m.tenant_id \
+               WHERE cfg.threshold <= m.before AND cfg.threshold > m.after \
                UNION ALL \
-               SELECT $6::uuid, 'balance.depleted', jsonb_build_object('available', $5::text, 'currency', cur.currency) \
-               FROM cur WHERE $7), \
+               SELECT m.tenant_id, m.depleted_id, 'balance.depleted', \
+                 jsonb_build_object('available', m.shown, 'currency', b.currency) \
+               FROM m JOIN balances b ON b.tenant_id = m.tenant_id WHERE m.depleted), \
              ev AS (INSERT INTO events (tenant_id, id, type, data, created_at) \
-               SELECT $1, id, type, data, $8 FROM new_events RETURNING tenant_id, id, type, created_at), \
+               SELECT tenant_id, id, type, data, $8 FROM new_events RETURNING tenant_id, id, type, created_at), \
              deliveries AS ({QUEUE_DELIVERIES}) \
-             SELECT threshold, enabled FROM cfg"
+             SELECT m.tenant_id, cfg.threshold, cfg.enabled FROM m LEFT JOIN auto_top_up cfg ON cfg.tenant_id = m.tenant_id"
         ))
-        .bind(tenant)
-        .bind(new_id())
-        .bind(before.as_decimal())
-        .bind(after.as_decimal())
-        .bind(after.to_string())
-        .bind(new_id())
-        .bind(after.is_zero())
+        .bind(&tenants)
+        .bind(&before)
+        .bind(&after)
+        .bind(&shown)
+        .bind(&depleted)
+        .bind(&low_ids)
+        .bind(&depleted_ids)
         .bind(Utc::now())
-        .fetch_optional(conn)
+        .fetch_all(conn)
         .await?;
-        self.remember(tenant, row.map(|(t, enabled)| Setting { threshold: Money::from_db(t), enabled }));
+        for (tenant, threshold, enabled) in rows {
+            let setting =
+                threshold.map(|t| Setting { threshold: Money::from_db(t), enabled: enabled.unwrap_or(false) });
+            self.remember(tenant, setting);
+        }
         Ok(())
     }
 
