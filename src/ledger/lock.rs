@@ -62,6 +62,9 @@ pub async fn open_accounts(conn: &mut PgConnection, tenant_id: Uuid, currency: &
 ///
 /// The rows are locked in the order of `ORDER BY` (the lock is taken above the sort), so
 /// two transactions locking overlapping sets wait for each other and never deadlock.
+/// The ids come in as an `UNNEST` joined by key, not `= ANY($1)`: the planner sizes an
+/// unnested array small and probes the primary keys, where `= ANY` of a prepared
+/// statement's generic plan scanned every balance (30 ms per lock at 10,000 tenants).
 pub async fn lock_all(
     conn: &mut PgConnection,
     tenants: &[Uuid],
@@ -75,8 +78,9 @@ pub async fn lock_all(
         "SELECT b.tenant_id, b.paid, b.bonus, b.held, b.currency, t.status, \
            EXISTS (SELECT 1 FROM tenant_spend_limits l WHERE l.tenant_id = b.tenant_id \
                    AND (l.day_limit IS NOT NULL OR l.month_limit IS NOT NULL)) \
-         FROM balances b JOIN tenants t ON t.id = b.tenant_id \
-         WHERE b.tenant_id = ANY($1) ORDER BY b.tenant_id FOR UPDATE OF b",
+         FROM UNNEST($1::uuid[]) AS u(id) \
+         JOIN balances b ON b.tenant_id = u.id JOIN tenants t ON t.id = b.tenant_id \
+         ORDER BY b.tenant_id FOR UPDATE OF b",
     )
     .bind(tenants)
     .fetch_all(&mut *conn)
@@ -100,7 +104,8 @@ pub async fn lock_all(
 
 async fn load_lots(conn: &mut PgConnection, tenants: &[Uuid]) -> Result<HashMap<Uuid, Vec<Lot>>, sqlx::Error> {
     let rows: Vec<(Uuid, Uuid, Decimal, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT tenant_id, id, remaining, expires_at FROM bonus_lots WHERE tenant_id = ANY($1) AND remaining > 0",
+        "SELECT l.tenant_id, l.id, l.remaining, l.expires_at FROM UNNEST($1::uuid[]) AS u(id) \
+         JOIN bonus_lots l ON l.tenant_id = u.id WHERE l.remaining > 0",
     )
     .bind(tenants)
     .fetch_all(conn)
