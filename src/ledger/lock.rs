@@ -63,8 +63,8 @@ pub async fn open_accounts(conn: &mut PgConnection, tenant_id: Uuid, currency: &
 /// The rows are locked in the order of `ORDER BY` (the lock is taken above the sort), so
 /// two transactions locking overlapping sets wait for each other and never deadlock.
 /// The ids come in as an `UNNEST` joined by key, not `= ANY($1)`: the planner sizes an
-/// unnested array small and probes the primary keys, where `= ANY` of a prepared
-/// statement's generic plan scanned every balance (30 ms per lock at 10,000 tenants).
+/// unnested array small and probes the primary keys (measured with `tally-bench`: one
+/// client's charges at 10,000 tenants went from 113 to 323 per second).
 pub async fn lock_all(
     conn: &mut PgConnection,
     tenants: &[Uuid],
