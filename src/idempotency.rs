@@ -19,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::db::Rows;
 use crate::error::{AppError, AppResult};
 use crate::vocab::text_enum;
 
@@ -168,28 +169,19 @@ pub async fn stored(conn: &mut PgConnection, c: &Claim) -> AppResult<Claimed> {
 
 /// Records the responses of the effects just made, in the same transaction, in one round trip.
 pub async fn store_all(conn: &mut PgConnection, done: &[(&Claim, &Stored)]) -> AppResult<()> {
-    if done.is_empty() {
-        return Ok(());
-    }
-    let keys: Vec<&str> = done.iter().map(|(c, _)| c.key.0.as_str()).collect();
-    let tenants: Vec<Uuid> = done.iter().map(|(c, _)| c.tenant).collect();
-    let sides: Vec<Side> = done.iter().map(|(c, _)| c.side).collect();
-    let fps: Vec<&[u8]> = done.iter().map(|(c, _)| &c.fp[..]).collect();
-    let statuses: Vec<i16> = done.iter().map(|(_, s)| s.status.as_u16() as i16).collect();
-    let bodies: Vec<&[u8]> = done.iter().map(|(_, s)| s.body.as_slice()).collect();
-    sqlx::query(
-        "INSERT INTO idempotency_keys (key, tenant_id, side, fingerprint, status, body) \
-         SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::bytea[], $5::int2[], $6::bytea[])",
-    )
-    .bind(&keys)
-    .bind(&tenants)
-    .bind(&sides)
-    .bind(&fps)
-    .bind(&statuses)
-    .bind(&bodies)
-    .execute(conn)
-    .await?;
+    rows(done).insert(conn).await?;
     Ok(())
+}
+
+/// The rows that record `done`, for [`store_all`] or for a statement that carries them.
+pub fn rows<'a>(done: &[(&'a Claim, &'a Stored)]) -> Rows<'a> {
+    Rows::new("INSERT INTO idempotency_keys (key, tenant_id, side, fingerprint, status, body)", done.len())
+        .column("text", done.iter().map(|(c, _)| c.key.0.as_str()).collect())
+        .column("uuid", done.iter().map(|(c, _)| c.tenant).collect())
+        .column("text", done.iter().map(|(c, _)| c.side).collect())
+        .column("bytea", done.iter().map(|(c, _)| &c.fp[..]).collect())
+        .column("int2", done.iter().map(|(_, s)| s.status.as_u16() as i16).collect())
+        .column("bytea", done.iter().map(|(_, s)| s.body.as_slice()).collect())
 }
 
 /// A response to store (and answer), serialized.

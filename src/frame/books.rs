@@ -12,8 +12,9 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::db::Rows;
 use crate::error::{AppError, AppResult};
-use crate::ledger::{self, Account, Draft, Entry, Locked, Posted, TxnKind};
+use crate::ledger::{self, Account, Draft, Entry, Locked, Posted, Postings, TxnKind};
 use crate::money::Money;
 use crate::services::notify::events::{self, EventType};
 
@@ -39,6 +40,8 @@ pub struct Books {
     pub now: DateTime<Utc>,
     /// In tenant-id order.
     ledgers: Vec<Ledger>,
+    /// Applied in memory, not yet written.
+    postings: Option<Postings>,
 }
 
 /// Locks `tenants` (sorted, each once) and sweeps their expired lots; `now` (the
@@ -52,7 +55,7 @@ pub async fn lock(conn: &mut PgConnection, mut tenants: Vec<Uuid>, now: DateTime
         let swept = if locked.expired_unswept.is_positive() { sweep(conn, &mut locked, now).await? } else { 0 };
         ledgers.push(Ledger { locked, available_before, swept, drafts: Vec::new(), posted: Vec::new() });
     }
-    Ok(Books { now, ledgers })
+    Ok(Books { now, ledgers, postings: None })
 }
 
 impl Books {
@@ -98,13 +101,26 @@ impl Books {
         self.ledgers[s.ledger].posted.get(s.index).ok_or_else(|| AppError::internal("draft not posted"))
     }
 
-    /// Posts every tenant's staged drafts, in one `ledger::post_all`.
-    pub(super) async fn post_staged(&mut self, conn: &mut PgConnection) -> AppResult<()> {
+    /// Moves every tenant's balances with its staged drafts, in memory
+    /// (`ledger::post::apply`): from here on [`Books::posted`] answers, and
+    /// [`Books::write_staged`] writes the rows.
+    pub(super) fn apply_staged(&mut self) -> AppResult<()> {
         let staged = self.ledgers.iter_mut().map(|l| (&mut l.locked, l.drafts.as_slice())).collect();
-        let posted = ledger::post_all(conn, staged).await?;
+        let (postings, posted) = ledger::post::apply(staged)?;
         for (l, p) in self.ledgers.iter_mut().zip(posted) {
             l.posted = p;
         }
+        self.postings = Some(postings);
+        Ok(())
+    }
+
+    /// Writes what [`Books::apply_staged`] moved, every tenant's in one statement, with
+    /// `riders` (the movement's own rows, its idempotency keys) in that same statement.
+    pub(super) async fn write_staged(&mut self, conn: &mut PgConnection, riders: Vec<Rows<'_>>) -> AppResult<()> {
+        let postings = self.postings.take().ok_or_else(|| AppError::internal("drafts written before applied"))?;
+        let written: Vec<ledger::Written> =
+            self.ledgers.iter().map(|l| (l.locked.tenant_id, l.drafts.as_slice(), l.posted.as_slice())).collect();
+        ledger::post::write(conn, postings, &written, riders).await?;
         Ok(())
     }
 

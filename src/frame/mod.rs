@@ -9,10 +9,14 @@
 //! 2. [`Movement::prepare`]: rows the movement needs before the lock (a new tenant);
 //! 3. lock the tenant(s) in id order through the one lock entry point ([`books`]),
 //!    which sweeps expired bonus lots first;
-//! 4. [`Movement::decide`] under the locks, staging ledger drafts ([`Books::stage`]);
-//! 5. post the staged drafts through the ledger (one `ledger::post` per tenant);
+//! 4. [`Movement::locked`], then [`Movement::decide`] under the locks, staging ledger
+//!    drafts ([`Books::stage`]);
+//! 5. post the staged drafts through the ledger: the balances move in memory, each draft
+//!    gets its balance after, and the rows are written (one statement for every tenant);
 //! 6. [`Movement::write`]: the movement's own rows, and the responses to store;
-//! 7. store the responses under their keys (one statement);
+//! 7. store the responses under their keys (one statement). A movement with
+//!    [`Movement::WRITES_WITH_POSTING`] (the charge batch) has its rows, its keys and the
+//!    ledger rows written by one statement after step 6 instead;
 //! 8. for each locked tenant whose `available` went down: `balance.low` /
 //!    `balance.depleted` in the outbox, in this transaction;
 //! 9. commit (or roll back explicitly on any error, so every lock is free before the
@@ -34,6 +38,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::clock::Clock;
+use crate::db::Rows;
 use crate::error::{AppError, AppResult};
 use crate::faults::Faults;
 use crate::idempotency::{self, Claim, Claimed, Stored};
@@ -72,11 +77,31 @@ pub trait Movement: Send + Sized + 'static {
         async { Ok(()) }
     }
 
+    /// The locks are held (and expired lots swept): called before [`Movement::decide`].
+    /// A batch uses it to let the next batch of its lane start (see
+    /// `services::spend::charger`).
+    fn locked(&mut self) {}
+
     /// Under the locks: reads what it needs, decides, and stages its ledger drafts.
     fn decide(&mut self, tx: &mut PgConnection, books: &mut Books) -> impl Future<Output = AppResult<()>> + Send;
 
-    /// After posting: writes the movement's own rows, and returns the responses to store
-    /// under its claims (`claim` is the index in [`Movement::claims`]).
+    /// Whether the movement's own rows ride the posting statement: if so, the frame moves
+    /// the balances in memory, calls [`Movement::write`] (which must then only build, not
+    /// read the rows just posted), and writes the ledger rows, [`Movement::rows`] and the
+    /// idempotency keys in one statement, saving the charge batch two round trips under
+    /// its tenants' locks. Otherwise the ledger rows are written before `write`, and the
+    /// keys after it.
+    const WRITES_WITH_POSTING: bool = false;
+
+    /// With [`Movement::WRITES_WITH_POSTING`]: the rows [`Movement::write`] built, for the
+    /// posting statement to insert.
+    fn rows(&self) -> Vec<Rows<'_>> {
+        Vec::new()
+    }
+
+    /// After posting (or, with [`Movement::WRITES_WITH_POSTING`], after moving the
+    /// balances in memory): writes the movement's own rows, and returns the responses to
+    /// store under its claims (`claim` is the index in [`Movement::claims`]).
     fn write(
         &mut self,
         _tx: &mut PgConnection,
@@ -202,8 +227,12 @@ async fn steps<M: Movement>(
     }
     m.prepare(tx).await?;
     let mut books = books::lock(tx, m.tenants(), clock.now()).await?;
+    m.locked();
     m.decide(tx, &mut books).await?;
-    books.post_staged(tx).await?;
+    books.apply_staged()?;
+    if !M::WRITES_WITH_POSTING {
+        books.write_staged(tx, Vec::new()).await?;
+    }
     let responses = m.write(tx, &books).await?;
     let claims = m.claims();
     let done = responses
@@ -212,7 +241,13 @@ async fn steps<M: Movement>(
             claims.get(r.claim).map(|c| (*c, &r.stored)).ok_or_else(|| AppError::internal("response without a claim"))
         })
         .collect::<AppResult<Vec<_>>>()?;
-    idempotency::store_all(tx, &done).await?;
+    if M::WRITES_WITH_POSTING {
+        let mut riders = m.rows();
+        riders.push(idempotency::rows(&done));
+        books.write_staged(tx, riders).await?;
+    } else {
+        idempotency::store_all(tx, &done).await?;
+    }
     let moved = books.moved()?;
     low.within(tx, &moved).await?;
     let lowered =

@@ -26,4 +26,4 @@ pub use draft::{Draft, Entry, NewLot};
 pub use funds::{Funding, Funds, Lot, LotPart};
 pub use give_back::give_back;
 pub use lock::{lock_all, open_accounts, Locked};
-pub use post::{post, post_all, BalanceSummary, Balances, LedgerError, Posted};
+pub use post::{post, post_all, BalanceSummary, Balances, LedgerError, Posted, Postings, Written};

@@ -2,7 +2,9 @@
 //!
 //! A whole batch of drafts, for one tenant or many, is written in a fixed number of
 //! statements, whatever the batch size and the number of tenants: that is what makes
-//! group commit pay.
+//! group commit pay. Posting has two halves: [`apply`] moves the balances in memory and
+//! gives each draft its "balance after"; [`write`] writes the rows, and can carry the
+//! movement's other rows in the same statement ([`Rows`] riders). [`post_all`] does both.
 //!
 //! "Balance after" is computed here and only here: each draft moves the locked tenant's
 //! [`Balances`], and its [`Posted::after`] is read from them.
@@ -14,7 +16,11 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use sqlx::postgres::PgArguments;
+use sqlx::Arguments;
+
 use super::{Account, Draft, Locked};
+use crate::db::Rows;
 use crate::money::Money;
 
 #[derive(Debug, thiserror::Error)]
@@ -113,8 +119,29 @@ pub async fn post_all(
     conn: &mut PgConnection,
     ledgers: Vec<(&mut Locked, &[Draft])>,
 ) -> Result<Vec<Vec<Posted>>, LedgerError> {
-    let mut lot_delta = HashMap::<(Uuid, Uuid), Decimal>::new();
-    let mut moved = Vec::new();
+    let tenants: Vec<Uuid> = ledgers.iter().map(|(l, _)| l.tenant_id).collect();
+    let drafts: Vec<&[Draft]> = ledgers.iter().map(|(_, d)| *d).collect();
+    let (postings, posted) = apply(ledgers)?;
+    let written: Vec<Written> =
+        tenants.iter().zip(&drafts).zip(&posted).map(|((t, d), p)| (*t, *d, p.as_slice())).collect();
+    write(conn, postings, &written, Vec::new()).await?;
+    Ok(posted)
+}
+
+/// What a posting moves, known before any row is written: each tenant's net change of
+/// its balances and of its bonus lots.
+#[derive(Debug, Default)]
+pub struct Postings {
+    moved: Vec<(Uuid, [Decimal; 3])>,
+    lot_delta: HashMap<(Uuid, Uuid), Decimal>,
+}
+
+/// The first half of posting, in memory: checks each draft (balanced, two entries or
+/// more), moves each locked tenant's balances with its drafts in order, and gives every
+/// draft's [`Posted`] ("balance after"), so that responses can be built before the rows
+/// are written by [`write`].
+pub fn apply(ledgers: Vec<(&mut Locked, &[Draft])>) -> Result<(Postings, Vec<Vec<Posted>>), LedgerError> {
+    let mut postings = Postings::default();
     let mut all = Vec::with_capacity(ledgers.len());
     for (locked, drafts) in ledgers {
         let tenant = locked.tenant_id;
@@ -132,27 +159,44 @@ pub async fn post_all(
             for e in d.entries.iter().filter(|e| e.account.is_tenant_owned()) {
                 locked.balances.apply(e.account, e.amount)?;
                 if let Some(lot) = e.lot {
-                    *lot_delta.entry((tenant, lot)).or_insert(Decimal::ZERO) += e.amount.as_decimal();
+                    *postings.lot_delta.entry((tenant, lot)).or_insert(Decimal::ZERO) += e.amount.as_decimal();
                 }
             }
             posted.push(Posted { id: d.id, after: locked.balances.summary()? });
         }
         if !drafts.is_empty() {
-            moved.push((tenant, locked.balances.minus(&before)?));
+            postings.moved.push((tenant, locked.balances.minus(&before)?));
         }
-        all.push((tenant, drafts, posted));
+        all.push(posted);
     }
-    if moved.is_empty() {
-        return Ok(all.into_iter().map(|(_, _, p)| p).collect());
-    }
-    insert_new_lots(conn, &all, &mut lot_delta).await?;
-    update_lots(conn, &lot_delta).await?;
-    insert_rows(conn, &moved, &all).await?;
-    Ok(all.into_iter().map(|(_, _, p)| p).collect())
+    Ok((postings, all))
 }
 
-/// Each tenant's drafts and what posting them gave.
-type Batch<'a> = [(Uuid, &'a [Draft], Vec<Posted>)];
+/// Each tenant's drafts and what [`apply`] gave them.
+pub type Written<'a> = (Uuid, &'a [Draft], &'a [Posted]);
+
+/// The second half of posting: writes the rows of what [`apply`] moved (bonus lots first,
+/// when any, then the balances, transactions and entries in one statement). `riders` are
+/// other rows of the same movement (its own records, its idempotency keys): the same
+/// statement inserts them, so they cost no round trip of their own.
+pub async fn write(
+    conn: &mut PgConnection,
+    postings: Postings,
+    all: &[Written<'_>],
+    riders: Vec<Rows<'_>>,
+) -> Result<(), LedgerError> {
+    let riders: Vec<Rows<'_>> = riders.into_iter().filter(|r| !r.is_empty()).collect();
+    if postings.moved.is_empty() {
+        for r in riders {
+            r.insert(conn).await?;
+        }
+        return Ok(());
+    }
+    let mut lot_delta = postings.lot_delta;
+    insert_new_lots(conn, all, &mut lot_delta).await?;
+    update_lots(conn, &lot_delta).await?;
+    insert_rows(conn, &postings.moved, all, riders).await
+}
 
 fn overdraw(e: sqlx::Error) -> LedgerError {
     match &e {
@@ -164,7 +208,7 @@ fn overdraw(e: sqlx::Error) -> LedgerError {
 /// New lots are inserted with the net of this batch's entries on them (usually the grant).
 async fn insert_new_lots(
     conn: &mut PgConnection,
-    all: &Batch<'_>,
+    all: &[Written<'_>],
     lot_delta: &mut HashMap<(Uuid, Uuid), Decimal>,
 ) -> Result<(), LedgerError> {
     let (mut tenants, mut ids, mut sources, mut granted, mut remaining, mut expires, mut txns, mut at) =
@@ -232,20 +276,25 @@ async fn update_lots(conn: &mut PgConnection, lot_delta: &HashMap<(Uuid, Uuid), 
     Ok(())
 }
 
-/// Moves the cached balances of every tenant and inserts the transactions and their
-/// entries in one statement (one round trip). The CHECKs on `balances` refuse an
+/// The posting statement's own parameters: `$1`–`$10` the transactions, `$11`–`$16` the
+/// entries, `$17`–`$20` the balances; riders are numbered after them.
+const OWN_PARAMS: usize = 20;
+
+/// Moves the cached balances of every tenant and inserts the transactions, their entries
+/// and the riders in one statement (one round trip). The CHECKs on `balances` refuse an
 /// overdraft, and the entries' foreign key is checked at the end of the statement, after
 /// both inserts.
 async fn insert_rows(
     conn: &mut PgConnection,
     moved: &[(Uuid, [Decimal; 3])],
-    all: &Batch<'_>,
+    all: &[Written<'_>],
+    riders: Vec<Rows<'_>>,
 ) -> Result<(), LedgerError> {
     let t = TxnColumns::new(all);
     let e = EntryColumns::new(all);
     let col = |i: usize| moved.iter().map(|(_, d)| d[i]).collect::<Vec<Decimal>>();
     let tenants: Vec<Uuid> = moved.iter().map(|(t, _)| *t).collect();
-    sqlx::query(
+    let mut sql = String::from(
         "WITH moved AS ( \
            UPDATE balances b SET paid = b.paid + d.paid, bonus = b.bonus + d.bonus, held = b.held + d.held \
            FROM UNNEST($17::uuid[], $18::numeric[], $19::numeric[], $20::numeric[]) AS d(tenant_id, paid, bonus, held) \
@@ -254,33 +303,43 @@ async fn insert_rows(
            INSERT INTO ledger_transactions \
              (tenant_id, id, kind, description, reference, actor, corrects, api_key_id, total_after, created_at) \
            SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::uuid[], \
-                                $8::uuid[], $9::numeric[], $10::timestamptz[])) \
-         INSERT INTO ledger_entries (tenant_id, transaction_id, line, account, amount, lot_id) \
+                                $8::uuid[], $9::numeric[], $10::timestamptz[])) ",
+    );
+    let mut next = OWN_PARAMS + 1;
+    for (i, r) in riders.iter().enumerate() {
+        sql.push_str(&format!(", rider{i} AS ({}) ", r.cte(next)));
+        next += r.width();
+    }
+    sql.push_str(
+        "INSERT INTO ledger_entries (tenant_id, transaction_id, line, account, amount, lot_id) \
          SELECT * FROM UNNEST($11::uuid[], $12::uuid[], $13::int2[], $14::text[], $15::numeric[], $16::uuid[])",
-    )
-    .bind(&t.tenants)
-    .bind(&t.ids)
-    .bind(&t.kinds)
-    .bind(&t.descs)
-    .bind(&t.refs)
-    .bind(&t.actors)
-    .bind(&t.corrects)
-    .bind(&t.keys)
-    .bind(&t.totals)
-    .bind(&t.at)
-    .bind(&e.tenants)
-    .bind(&e.txns)
-    .bind(&e.lines)
-    .bind(&e.accounts)
-    .bind(&e.amounts)
-    .bind(&e.lots)
-    .bind(&tenants)
-    .bind(col(0))
-    .bind(col(1))
-    .bind(col(2))
-    .execute(conn)
-    .await
-    .map_err(overdraw)?;
+    );
+    let mut args = PgArguments::default();
+    let encode = |r: Result<(), sqlx::error::BoxDynError>| r.map_err(|e| LedgerError::Db(sqlx::Error::Encode(e)));
+    encode(args.add(&t.tenants))?;
+    encode(args.add(&t.ids))?;
+    encode(args.add(&t.kinds))?;
+    encode(args.add(&t.descs))?;
+    encode(args.add(&t.refs))?;
+    encode(args.add(&t.actors))?;
+    encode(args.add(&t.corrects))?;
+    encode(args.add(&t.keys))?;
+    encode(args.add(&t.totals))?;
+    encode(args.add(&t.at))?;
+    encode(args.add(&e.tenants))?;
+    encode(args.add(&e.txns))?;
+    encode(args.add(&e.lines))?;
+    encode(args.add(&e.accounts))?;
+    encode(args.add(&e.amounts))?;
+    encode(args.add(&e.lots))?;
+    encode(args.add(&tenants))?;
+    encode(args.add(col(0)))?;
+    encode(args.add(col(1)))?;
+    encode(args.add(col(2)))?;
+    for r in riders {
+        encode(r.bind(&mut args))?;
+    }
+    sqlx::query_with(&sql, args).execute(conn).await.map_err(overdraw)?;
     Ok(())
 }
 
@@ -300,10 +359,10 @@ struct TxnColumns<'a> {
 }
 
 impl<'a> TxnColumns<'a> {
-    fn new(all: &Batch<'a>) -> Self {
+    fn new(all: &[Written<'a>]) -> Self {
         let mut c = TxnColumns::default();
         for (d, p, tenant) in
-            all.iter().flat_map(|(t, drafts, posted)| drafts.iter().zip(posted).map(|(d, p)| (d, p, *t)))
+            all.iter().flat_map(|(t, drafts, posted)| drafts.iter().zip(posted.iter()).map(|(d, p)| (d, p, *t)))
         {
             c.tenants.push(tenant);
             c.ids.push(d.id);
@@ -332,7 +391,7 @@ struct EntryColumns {
 }
 
 impl EntryColumns {
-    fn new(all: &Batch<'_>) -> Self {
+    fn new(all: &[Written<'_>]) -> Self {
         let mut c = EntryColumns::default();
         for (tenant, d) in all.iter().flat_map(|(t, drafts, _)| drafts.iter().map(|d| (*t, d))) {
             for (i, e) in d.entries.iter().enumerate() {

@@ -115,3 +115,27 @@ async fn every_tenant_table_is_keyed_by_tenant() {
         assert!(text.contains(t), "{t} not reported in:\n{text}");
     }
 }
+
+/// The statement-level triggers that keep the rollups read their transition table and
+/// probe other tables by primary key. Their plans are made once per connection, from the
+/// statistics of that moment: each must forbid the plans that turn a probe into a scan of
+/// a whole table (migration 0013; a hash join over every transaction cost a third of the
+/// database's time on a hot tenant).
+#[tokio::test]
+async fn transition_table_triggers_never_plan_a_scan_of_a_whole_table() {
+    let app = TestApp::spawn().await;
+    let found: Vec<(String, String, Vec<String>)> = sqlx::query_as(
+        "SELECT t.tgname::text, p.proname::text, COALESCE(p.proconfig, '{}') FROM pg_trigger t \
+         JOIN pg_proc p ON p.oid = t.tgfoid \
+         WHERE NOT t.tgisinternal AND (t.tgnewtable IS NOT NULL OR t.tgoldtable IS NOT NULL)",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(found.len() >= 3, "the rollup triggers: {found:?}");
+    for (trigger, function, config) in found {
+        for want in ["enable_seqscan=off", "enable_hashjoin=off", "enable_mergejoin=off"] {
+            assert!(config.iter().any(|c| c == want), "{trigger} runs {function}() without {want}: {config:?}");
+        }
+    }
+}

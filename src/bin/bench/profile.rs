@@ -1,5 +1,6 @@
 //! What the database did during a scenario: WAL bytes written (always), and with
-//! `--profile-db` the top statements from `pg_stat_statements` (the cluster is started with
+//! `--profile-db` the top statements from `pg_stat_statements`, with how often each was
+//! planned (the cluster is started with
 //! it preloaded), per batch: a batch is a `COMMIT`.
 
 use sqlx::PgPool;
@@ -19,6 +20,7 @@ pub async fn enable(db: &PgPool) -> Result<(), BoxError> {
     for sql in [
         "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
         "ALTER SYSTEM SET pg_stat_statements.track = 'all'",
+        "ALTER SYSTEM SET pg_stat_statements.track_planning = on",
         "SELECT pg_reload_conf()",
     ] {
         sqlx::raw_sql(sql).execute(db).await?;
@@ -35,9 +37,9 @@ pub async fn reset(db: &PgPool) -> Result<(), BoxError> {
 /// transaction (`COMMIT`s) and per acknowledged charge.
 pub async fn print_top(db: &PgPool, charges: usize, n: i64) -> Result<(), BoxError> {
     let rows: Vec<(i64, f64, i64, String)> = sqlx::query_as(
-        "SELECT calls, total_exec_time, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) \
+        "SELECT calls, total_exec_time + total_plan_time, plans, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) \
          FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-         AND query NOT LIKE '%pg_stat_statements%' ORDER BY total_exec_time DESC LIMIT $1",
+         AND query NOT LIKE '%pg_stat_statements%' ORDER BY 2 DESC LIMIT $1",
     )
     .bind(n)
     .fetch_all(db)
@@ -50,13 +52,13 @@ pub async fn print_top(db: &PgPool, charges: usize, n: i64) -> Result<(), BoxErr
     .await?;
     let per = |calls: i64, of: f64| if of > 0.0 { calls as f64 / of } else { 0.0 };
     println!(
-        "  [db] {commits} commits, {:.1} charges per commit; top statements by total time:",
+        "  [db] {commits} commits, {:.1} charges per commit; top statements by time planning and executing:",
         per(charges as i64, commits as f64)
     );
-    println!("  [db] {:>9} {:>8} {:>8} {:>8}  statement", "total ms", "calls", "/commit", "/charge");
-    for (calls, total, _rows, query) in rows {
+    println!("  [db] {:>9} {:>8} {:>8} {:>8} {:>6}  statement", "total ms", "calls", "/commit", "/charge", "plans");
+    for (calls, total, plans, query) in rows {
         println!(
-            "  [db] {total:>9.0} {calls:>8} {:>8.2} {:>8.3}  {query}",
+            "  [db] {total:>9.0} {calls:>8} {:>8.2} {:>8.3} {plans:>6}  {query}",
             per(calls, commits as f64),
             per(calls, charges as f64)
         );

@@ -5,15 +5,16 @@
 //! - decide: under the tenant's lock, each item in arrival order against the funds and
 //!   the spend limits the ones before it left ([`decide_item`] is pure: the reads it needs
 //!   come first, the limits and named keys in one statement, `limits::store::Budgets`);
-//! - write: the frame posts the ledger transactions; this inserts the charge and hold rows
-//!   and builds every response, which the frame stores with its key before the commit.
+//! - write: with the balances moved in memory, this builds the charge and hold rows and
+//!   every response; then one statement writes the ledger transactions, those rows and
+//!   the responses under their keys (the frame's `WRITES_WITH_POSTING`), before the commit.
 //!
 //! Only then are the items answered. If the batch transaction fails as a whole, each item
 //! is retried alone, so one bad item cannot fail the others. Work after the commit cannot
 //! fail a committed batch (the frame's rule), so a committed item is never re-run.
 //!
-//! The batch holds one tenant's items today; its steps already take a set of tenants
-//! (locked in id order, each tenant's items decided in arrival order).
+//! A batch holds the items of any tenants: they are locked in id order, and each tenant's
+//! items are decided in arrival order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,7 +27,8 @@ use sqlx::PgConnection;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::records::{insert_charges, insert_holds, Charge, Hold};
+use super::records::{charge_rows, hold_rows, Charge, Hold};
+use crate::db::Rows;
 use crate::error::{AppError, AppResult, AutoTopUpHint, Shortfall};
 use crate::frame::{Books, Frame, Movement, Response, Staged};
 use crate::idempotency::{Claim, Claimed, Stored};
@@ -78,11 +80,24 @@ struct Request {
 
 /// Runs `items` as one movement and answers each of them.
 pub async fn run(frame: &Frame, credits_per_usd: Decimal, items: Vec<Item>) {
+    run_telling(frame, credits_per_usd, items, None).await
+}
+
+/// [`run`], and tells `locked` once the batch holds its tenants' locks (or drops it unsent
+/// if the batch never takes them): the lane may start its next batch then.
+pub(super) async fn run_telling(
+    frame: &Frame,
+    credits_per_usd: Decimal,
+    items: Vec<Item>,
+    locked: Option<oneshot::Sender<()>>,
+) {
     let (requests, replies): (Vec<Request>, Vec<_>) =
         items.into_iter().map(|i| (Request { spend: i.spend, claim: i.claim }, i.reply)).unzip();
     let requests: Arc<[Request]> = requests.into();
     let all: Vec<usize> = (0..requests.len()).collect();
-    match frame.run(Batch::new(requests.clone(), all, credits_per_usd)).await {
+    let mut batch = Batch::new(requests.clone(), all, credits_per_usd);
+    batch.on_locked = locked;
+    match frame.run(batch).await {
         Ok(answers) => {
             crate::meters::charge_batch(answers.len());
             for (reply, answer) in replies.into_iter().zip(answers) {
@@ -119,6 +134,11 @@ struct Batch {
     refused: Vec<(usize, Money, Money)>,
     /// The spend limits the items count toward, moved by each decision.
     budgets: Budgets,
+    /// Told when the locks are held.
+    on_locked: Option<oneshot::Sender<()>>,
+    /// The rows `write` built, for the posting statement to insert.
+    charges: Vec<Charge>,
+    holds: Vec<Hold>,
 }
 
 /// An item that passed every check, with what it will write.
@@ -145,7 +165,18 @@ impl Batch {
     fn new(requests: Arc<[Request]>, which: Vec<usize>, credits_per_usd: Decimal) -> Batch {
         let out = which.iter().map(|_| None).collect();
         let budgets = Budgets::default();
-        Batch { requests, which, credits_per_usd, out, decided: Vec::new(), refused: Vec::new(), budgets }
+        Batch {
+            requests,
+            which,
+            credits_per_usd,
+            out,
+            decided: Vec::new(),
+            refused: Vec::new(),
+            budgets,
+            on_locked: None,
+            charges: Vec::new(),
+            holds: Vec::new(),
+        }
     }
 
     fn request(&self, pos: usize) -> &Request {
@@ -159,6 +190,7 @@ impl Batch {
 
 impl Movement for Batch {
     type Output = Vec<AppResult<Stored>>;
+    const WRITES_WITH_POSTING: bool = true;
 
     fn tenants(&self) -> Vec<Uuid> {
         self.open().map(|p| self.request(p).spend.tenant_id).collect()
@@ -177,6 +209,12 @@ impl Movement for Batch {
             }
         }
         Ok(self.open().next().is_some())
+    }
+
+    fn locked(&mut self) {
+        if let Some(tell) = self.on_locked.take() {
+            let _ = tell.send(());
+        }
     }
 
     async fn decide(&mut self, tx: &mut PgConnection, books: &mut Books) -> AppResult<()> {
@@ -291,8 +329,7 @@ impl Movement for Batch {
                 Stored { status: StatusCode::CREATED, body: body.map_err(AppError::internal)?, replayed: false };
             responses.push(Response { claim: d.pos, stored });
         }
-        insert_charges(tx, &charges).await?;
-        insert_holds(tx, &holds).await?;
+        (self.charges, self.holds) = (charges, holds);
         self.budgets.save(tx, books.now).await?;
         // A refusal tells whether auto top-up is on its way: read here, before the commit,
         // so nothing after the commit can fail the batch.
@@ -306,6 +343,10 @@ impl Movement for Batch {
             self.out[pos] = Some(Err(shortfall(books.locked(tenant)?, required, available, hint)));
         }
         Ok(responses)
+    }
+
+    fn rows(&self) -> Vec<Rows<'_>> {
+        vec![charge_rows(&self.charges), hold_rows(&self.holds)]
     }
 
     fn finish(mut self, stored: Vec<Response>) -> AppResult<Vec<AppResult<Stored>>> {

@@ -9,6 +9,7 @@ use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::db::Rows;
 use crate::error::AppResult;
 use crate::ledger::{BalanceSummary, Funding, LotPart};
 use crate::money::Money;
@@ -113,37 +114,35 @@ impl Charge {
 
 /// Inserts charges (of one tenant or several) in one statement.
 pub async fn insert_charges(conn: &mut PgConnection, charges: &[Charge]) -> AppResult<()> {
-    if charges.is_empty() {
-        return Ok(());
-    }
-    let col = |f: fn(&Charge) -> Decimal| charges.iter().map(f).collect::<Vec<Decimal>>();
-    sqlx::query(
-        "INSERT INTO charges (tenant_id, id, transaction_id, amount, funded_bonus, funded_paid, lots, model, \
-           price_version, usage, description, metadata, api_key_id, hold_id, total_after, available_after, created_at) \
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::numeric[], $5::numeric[], $6::numeric[], \
-           $7::jsonb[], $8::text[], $9::int4[], $10::jsonb[], $11::text[], $12::jsonb[], $13::uuid[], $14::uuid[], \
-           $15::numeric[], $16::numeric[], $17::timestamptz[])",
-    )
-    .bind(charges.iter().map(|c| c.tenant_id).collect::<Vec<_>>())
-    .bind(charges.iter().map(|c| c.id).collect::<Vec<_>>())
-    .bind(charges.iter().map(|c| c.transaction_id).collect::<Vec<_>>())
-    .bind(col(|c| c.amount.as_decimal()))
-    .bind(col(|c| c.funding.bonus().as_decimal()))
-    .bind(col(|c| c.funding.paid.as_decimal()))
-    .bind(charges.iter().map(|c| Json(&c.funding.lots)).collect::<Vec<_>>())
-    .bind(charges.iter().map(|c| c.model.as_deref()).collect::<Vec<_>>())
-    .bind(charges.iter().map(|c| c.price_version).collect::<Vec<_>>())
-    .bind(charges.iter().map(|c| c.usage.as_ref()).collect::<Vec<_>>())
-    .bind(charges.iter().map(|c| c.description.as_deref()).collect::<Vec<_>>())
-    .bind(charges.iter().map(|c| c.metadata.as_ref()).collect::<Vec<_>>())
-    .bind(charges.iter().map(|c| c.api_key_id).collect::<Vec<_>>())
-    .bind(charges.iter().map(|c| c.hold_id).collect::<Vec<_>>())
-    .bind(col(|c| c.after.total.as_decimal()))
-    .bind(col(|c| c.after.available.as_decimal()))
-    .bind(charges.iter().map(|c| c.created_at).collect::<Vec<_>>())
-    .execute(conn)
-    .await?;
+    charge_rows(charges).insert(conn).await?;
     Ok(())
+}
+
+/// The rows of `charges`, for [`insert_charges`] or for a statement that carries them.
+pub fn charge_rows(charges: &[Charge]) -> Rows<'_> {
+    let col = |f: fn(&Charge) -> Decimal| charges.iter().map(f).collect::<Vec<Decimal>>();
+    Rows::new(
+        "INSERT INTO charges (tenant_id, id, transaction_id, amount, funded_bonus, funded_paid, lots, model, \
+           price_version, usage, description, metadata, api_key_id, hold_id, total_after, available_after, created_at)",
+        charges.len(),
+    )
+    .column("uuid", charges.iter().map(|c| c.tenant_id).collect())
+    .column("uuid", charges.iter().map(|c| c.id).collect())
+    .column("uuid", charges.iter().map(|c| c.transaction_id).collect())
+    .column("numeric", col(|c| c.amount.as_decimal()))
+    .column("numeric", col(|c| c.funding.bonus().as_decimal()))
+    .column("numeric", col(|c| c.funding.paid.as_decimal()))
+    .column("jsonb", charges.iter().map(|c| Json(&c.funding.lots)).collect())
+    .column("text", charges.iter().map(|c| c.model.as_deref()).collect())
+    .column("int4", charges.iter().map(|c| c.price_version).collect())
+    .column("jsonb", charges.iter().map(|c| c.usage.as_ref()).collect())
+    .column("text", charges.iter().map(|c| c.description.as_deref()).collect())
+    .column("jsonb", charges.iter().map(|c| c.metadata.as_ref()).collect())
+    .column("uuid", charges.iter().map(|c| c.api_key_id).collect())
+    .column("uuid", charges.iter().map(|c| c.hold_id).collect())
+    .column("numeric", col(|c| c.after.total.as_decimal()))
+    .column("numeric", col(|c| c.after.available.as_decimal()))
+    .column("timestamptz", charges.iter().map(|c| c.created_at).collect())
 }
 
 /// A charge row as selected by [`CHARGE_COLUMNS`].
@@ -264,34 +263,32 @@ impl Hold {
 
 /// Inserts new holds in one statement.
 pub async fn insert_holds(conn: &mut PgConnection, holds: &[Hold]) -> AppResult<()> {
-    if holds.is_empty() {
-        return Ok(());
-    }
-    let col = |f: fn(&Hold) -> Decimal| holds.iter().map(f).collect::<Vec<Decimal>>();
-    sqlx::query(
-        "INSERT INTO holds (tenant_id, id, amount, funded_bonus, funded_paid, lots, status, model, price_version, \
-           usage, description, api_key_id, expires_at, created_at) \
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::numeric[], $4::numeric[], $5::numeric[], $6::jsonb[], \
-           $7::text[], $8::text[], $9::int4[], $10::jsonb[], $11::text[], $12::uuid[], $13::timestamptz[], \
-           $14::timestamptz[])",
-    )
-    .bind(holds.iter().map(|h| h.tenant_id).collect::<Vec<_>>())
-    .bind(holds.iter().map(|h| h.id).collect::<Vec<_>>())
-    .bind(col(|h| h.amount.as_decimal()))
-    .bind(col(|h| h.funding.bonus().as_decimal()))
-    .bind(col(|h| h.funding.paid.as_decimal()))
-    .bind(holds.iter().map(|h| Json(&h.funding.lots)).collect::<Vec<_>>())
-    .bind(holds.iter().map(|h| h.status).collect::<Vec<_>>())
-    .bind(holds.iter().map(|h| h.model.as_deref()).collect::<Vec<_>>())
-    .bind(holds.iter().map(|h| h.price_version).collect::<Vec<_>>())
-    .bind(holds.iter().map(|h| h.usage.as_ref()).collect::<Vec<_>>())
-    .bind(holds.iter().map(|h| h.description.as_deref()).collect::<Vec<_>>())
-    .bind(holds.iter().map(|h| h.api_key_id).collect::<Vec<_>>())
-    .bind(holds.iter().map(|h| h.expires_at).collect::<Vec<_>>())
-    .bind(holds.iter().map(|h| h.created_at).collect::<Vec<_>>())
-    .execute(conn)
-    .await?;
+    hold_rows(holds).insert(conn).await?;
     Ok(())
+}
+
+/// The rows of new `holds`, for [`insert_holds`] or for a statement that carries them.
+pub fn hold_rows(holds: &[Hold]) -> Rows<'_> {
+    let col = |f: fn(&Hold) -> Decimal| holds.iter().map(f).collect::<Vec<Decimal>>();
+    Rows::new(
+        "INSERT INTO holds (tenant_id, id, amount, funded_bonus, funded_paid, lots, status, model, price_version, \
+           usage, description, api_key_id, expires_at, created_at)",
+        holds.len(),
+    )
+    .column("uuid", holds.iter().map(|h| h.tenant_id).collect())
+    .column("uuid", holds.iter().map(|h| h.id).collect())
+    .column("numeric", col(|h| h.amount.as_decimal()))
+    .column("numeric", col(|h| h.funding.bonus().as_decimal()))
+    .column("numeric", col(|h| h.funding.paid.as_decimal()))
+    .column("jsonb", holds.iter().map(|h| Json(&h.funding.lots)).collect())
+    .column("text", holds.iter().map(|h| h.status).collect())
+    .column("text", holds.iter().map(|h| h.model.as_deref()).collect())
+    .column("int4", holds.iter().map(|h| h.price_version).collect())
+    .column("jsonb", holds.iter().map(|h| h.usage.as_ref()).collect())
+    .column("text", holds.iter().map(|h| h.description.as_deref()).collect())
+    .column("uuid", holds.iter().map(|h| h.api_key_id).collect())
+    .column("timestamptz", holds.iter().map(|h| h.expires_at).collect())
+    .column("timestamptz", holds.iter().map(|h| h.created_at).collect())
 }
 
 /// A hold row as selected by [`HOLD_COLUMNS`].
