@@ -36,8 +36,9 @@ pub async fn reset(db: &PgPool) -> Result<(), BoxError> {
 /// The statements that took the most time since the last [`reset`], with their calls per
 /// transaction (`COMMIT`s) and per acknowledged charge.
 pub async fn print_top(db: &PgPool, charges: usize, n: i64) -> Result<(), BoxError> {
-    let rows: Vec<(i64, f64, i64, String)> = sqlx::query_as(
-        "SELECT calls, total_exec_time + total_plan_time, plans, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) \
+    let rows: Vec<(i64, f64, f64, i64, String)> = sqlx::query_as(
+        "SELECT calls, total_exec_time + total_plan_time, total_plan_time, plans, \
+                left(regexp_replace(query, '\\s+', ' ', 'g'), 100) \
          FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
          AND query NOT LIKE '%pg_stat_statements%' ORDER BY 2 DESC LIMIT $1",
     )
@@ -55,10 +56,13 @@ pub async fn print_top(db: &PgPool, charges: usize, n: i64) -> Result<(), BoxErr
         "  [db] {commits} commits, {:.1} charges per commit; top statements by time planning and executing:",
         per(charges as i64, commits as f64)
     );
-    println!("  [db] {:>9} {:>8} {:>8} {:>8} {:>6}  statement", "total ms", "calls", "/commit", "/charge", "plans");
-    for (calls, total, plans, query) in rows {
+    println!(
+        "  [db] {:>9} {:>8} {:>8} {:>8} {:>6} {:>8}  statement",
+        "total ms", "calls", "/commit", "/charge", "plans", "plan ms"
+    );
+    for (calls, total, planning, plans, query) in rows {
         println!(
-            "  [db] {total:>9.0} {calls:>8} {:>8.2} {:>8.3} {plans:>6}  {query}",
+            "  [db] {total:>9.0} {calls:>8} {:>8.2} {:>8.3} {plans:>6} {planning:>8.0}  {query}",
             per(calls, commits as f64),
             per(calls, charges as f64)
         );
