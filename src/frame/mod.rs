@@ -9,8 +9,7 @@
 //! 2. [`Movement::prepare`]: rows the movement needs before the lock (a new tenant);
 //! 3. lock the tenant(s) in id order through the one lock entry point ([`books`]),
 //!    which sweeps expired bonus lots first;
-//! 4. [`Movement::locked`], then [`Movement::decide`] under the locks, staging ledger
-//!    drafts ([`Books::stage`]);
+//! 4. [`Movement::decide`] under the locks, staging ledger drafts ([`Books::stage`]);
 //! 5. post the staged drafts through the ledger: the balances move in memory, each draft
 //!    gets its balance after, and the rows are written (one statement for every tenant);
 //! 6. [`Movement::write`]: the movement's own rows, and the responses to store;
@@ -76,11 +75,6 @@ pub trait Movement: Send + Sized + 'static {
     fn prepare(&mut self, _tx: &mut PgConnection) -> impl Future<Output = AppResult<()>> + Send {
         async { Ok(()) }
     }
-
-    /// The locks are held (and expired lots swept): called before [`Movement::decide`].
-    /// A batch uses it to let the next batch of its lane start (see
-    /// `services::spend::charger`).
-    fn locked(&mut self) {}
 
     /// Under the locks: reads what it needs, decides, and stages its ledger drafts.
     fn decide(&mut self, tx: &mut PgConnection, books: &mut Books) -> impl Future<Output = AppResult<()>> + Send;
@@ -227,7 +221,6 @@ async fn steps<M: Movement>(
     }
     m.prepare(tx).await?;
     let mut books = books::lock(tx, m.tenants(), clock.now()).await?;
-    m.locked();
     m.decide(tx, &mut books).await?;
     books.apply_staged()?;
     if !M::WRITES_WITH_POSTING {

@@ -177,57 +177,6 @@ async fn a_lane_takes_what_queued_behind_its_commit_whatever_the_tenants() {
     app.assert_ledger_ok().await;
 }
 
-#[tokio::test]
-async fn a_lane_starts_its_next_batch_only_once_the_one_before_holds_its_locks() {
-    // One lane, batches of 50. The first batch waits for a lock another transaction holds
-    // (tenant `x`, locked before `a` in id order): the charges queued behind it must not
-    // start a batch of their own and take `a`'s money first.
-    let app = std::sync::Arc::new(
-        TestApp::spawn_with(|c| {
-            c.charge_lanes = 1;
-            c.charge_batch_max = 50;
-        })
-        .await,
-    );
-    let (x, a) = {
-        let (p, q) = (app.create_tenant("x").await, app.create_tenant("a").await);
-        (p.min(q), p.max(q))
-    };
-    app.fund(x, "1").await;
-    app.fund(a, "1").await;
-    let mut blocker = app.pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM balances WHERE tenant_id = $1 FOR UPDATE").bind(x).execute(&mut *blocker).await.unwrap();
-    // Polled in order, so they queue in order: that is their arrival order.
-    let charger = app.state.charger.clone();
-    let submits = (0..151).map(|i| {
-        let (item, _) = item(if i == 0 { x } else { a }, "0.01", &format!("k{i}"), false);
-        let charger = charger.clone();
-        async move { charger.submit(item.spend, item.claim).await }
-    });
-    let all = tokio::spawn(futures::future::join_all(submits));
-    wait_until(|| app.state.charger.queued() == 101).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(app.state.charger.queued(), 101, "nothing starts behind a batch still waiting for its locks");
-    assert_eq!(app.state.charger.busy(), 1);
-    blocker.rollback().await.unwrap();
-    let answers = all.await.unwrap();
-    let status = |a: &AppResult<Stored>| a.as_ref().map_or_else(|e| e.status().as_u16(), |s| s.status.as_u16());
-    let statuses: Vec<u16> = answers.iter().map(status).collect();
-    assert_eq!(statuses[..101], [201; 101], "x's charge, then the first 100 of a's in arrival order");
-    assert_eq!(statuses[101..], [402; 50], "every later one is refused: none overtook an earlier one");
-    let ids: Vec<Uuid> = answers[1..101]
-        .iter()
-        .map(|a| {
-            let body: Value = serde_json::from_slice(&a.as_ref().unwrap().body).unwrap();
-            body["id"].as_str().unwrap().parse().unwrap()
-        })
-        .collect();
-    assert_eq!(writers(&app, &ids).await, 3, "a's charges in three batches of at most 50");
-    let balance = app.get(&format!("/v1/tenants/{a}/balance"), ADMIN).await;
-    assert_eq!(balance.body["available"], "0.00");
-    app.assert_ledger_ok().await;
-}
-
 async fn wait_until(done: impl Fn() -> bool) {
     for _ in 0..500 {
         if done() {

@@ -80,24 +80,11 @@ struct Request {
 
 /// Runs `items` as one movement and answers each of them.
 pub async fn run(frame: &Frame, credits_per_usd: Decimal, items: Vec<Item>) {
-    run_telling(frame, credits_per_usd, items, None).await
-}
-
-/// [`run`], and tells `locked` once the batch holds its tenants' locks (or drops it unsent
-/// if the batch never takes them): the lane may start its next batch then.
-pub(super) async fn run_telling(
-    frame: &Frame,
-    credits_per_usd: Decimal,
-    items: Vec<Item>,
-    locked: Option<oneshot::Sender<()>>,
-) {
     let (requests, replies): (Vec<Request>, Vec<_>) =
         items.into_iter().map(|i| (Request { spend: i.spend, claim: i.claim }, i.reply)).unzip();
     let requests: Arc<[Request]> = requests.into();
     let all: Vec<usize> = (0..requests.len()).collect();
-    let mut batch = Batch::new(requests.clone(), all, credits_per_usd);
-    batch.on_locked = locked;
-    match frame.run(batch).await {
+    match frame.run(Batch::new(requests.clone(), all, credits_per_usd)).await {
         Ok(answers) => {
             crate::meters::charge_batch(answers.len());
             for (reply, answer) in replies.into_iter().zip(answers) {
@@ -134,8 +121,6 @@ struct Batch {
     refused: Vec<(usize, Money, Money)>,
     /// The spend limits the items count toward, moved by each decision.
     budgets: Budgets,
-    /// Told when the locks are held.
-    on_locked: Option<oneshot::Sender<()>>,
     /// The rows `write` built, for the posting statement to insert.
     charges: Vec<Charge>,
     holds: Vec<Hold>,
@@ -173,7 +158,6 @@ impl Batch {
             decided: Vec::new(),
             refused: Vec::new(),
             budgets,
-            on_locked: None,
             charges: Vec::new(),
             holds: Vec::new(),
         }
@@ -209,12 +193,6 @@ impl Movement for Batch {
             }
         }
         Ok(self.open().next().is_some())
-    }
-
-    fn locked(&mut self) {
-        if let Some(tell) = self.on_locked.take() {
-            let _ = tell.send(());
-        }
     }
 
     async fn decide(&mut self, tx: &mut PgConnection, books: &mut Books) -> AppResult<()> {
