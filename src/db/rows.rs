@@ -8,7 +8,7 @@
 //! own.
 //!
 //! Invariant: a [`Rows`] has exactly one array per column, in the column list's order,
-//! and every array has [`Rows::len`] elements.
+//! and every array has one element per row.
 
 use std::fmt::Write as _;
 
@@ -43,10 +43,6 @@ impl<'a> Rows<'a> {
         self.types.push(element);
         self.binds.push(Box::new(move |args: &mut PgArguments| <PgArguments as Arguments<'a>>::add(args, values)));
         self
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
     }
 
     pub fn is_empty(&self) -> bool {

@@ -16,10 +16,13 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use std::fmt::Write as _;
+
 use sqlx::postgres::PgArguments;
+use sqlx::types::Json;
 use sqlx::Arguments;
 
-use super::{Account, Draft, Locked};
+use super::{Account, Draft, Entry, Locked};
 use crate::db::Rows;
 use crate::money::Money;
 
@@ -276,10 +279,6 @@ async fn update_lots(conn: &mut PgConnection, lot_delta: &HashMap<(Uuid, Uuid), 
     Ok(())
 }
 
-/// The posting statement's own parameters: `$1`–`$10` the transactions, `$11`–`$16` the
-/// entries, `$17`–`$20` the balances; riders are numbered after them.
-const OWN_PARAMS: usize = 20;
-
 /// Moves the cached balances of every tenant and inserts the transactions, their entries
 /// and the riders in one statement (one round trip). The CHECKs on `balances` refuse an
 /// overdraft, and the entries' foreign key is checked at the end of the statement, after
@@ -290,119 +289,69 @@ async fn insert_rows(
     all: &[Written<'_>],
     riders: Vec<Rows<'_>>,
 ) -> Result<(), LedgerError> {
-    let t = TxnColumns::new(all);
-    let e = EntryColumns::new(all);
-    let col = |i: usize| moved.iter().map(|(_, d)| d[i]).collect::<Vec<Decimal>>();
-    let tenants: Vec<Uuid> = moved.iter().map(|(t, _)| *t).collect();
+    let (txns, entries) = (txn_rows(all), entry_rows(all));
+    // The balances take $1–$4; each set of rows is numbered after the ones before it.
     let mut sql = String::from(
         "WITH moved AS ( \
            UPDATE balances b SET paid = b.paid + d.paid, bonus = b.bonus + d.bonus, held = b.held + d.held \
-           FROM UNNEST($17::uuid[], $18::numeric[], $19::numeric[], $20::numeric[]) AS d(tenant_id, paid, bonus, held) \
-           WHERE b.tenant_id = d.tenant_id), \
-         txns AS ( \
-           INSERT INTO ledger_transactions \
-             (tenant_id, id, kind, description, reference, actor, corrects, api_key_id, total_after, created_at) \
-           SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::uuid[], \
-                                $8::uuid[], $9::numeric[], $10::timestamptz[])) ",
+           FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[], $4::numeric[]) AS d(tenant_id, paid, bonus, held) \
+           WHERE b.tenant_id = d.tenant_id)",
     );
-    let mut next = OWN_PARAMS + 1;
-    for (i, r) in riders.iter().enumerate() {
-        sql.push_str(&format!(", rider{i} AS ({}) ", r.cte(next)));
+    let mut next = 5;
+    for (i, r) in std::iter::once(&txns).chain(&riders).enumerate() {
+        let _ = write!(sql, ", rows{i} AS ({})", r.cte(next));
         next += r.width();
     }
-    sql.push_str(
-        "INSERT INTO ledger_entries (tenant_id, transaction_id, line, account, amount, lot_id) \
-         SELECT * FROM UNNEST($11::uuid[], $12::uuid[], $13::int2[], $14::text[], $15::numeric[], $16::uuid[])",
-    );
+    let _ = write!(sql, " {}", entries.cte(next));
     let mut args = PgArguments::default();
+    let col = |i: usize| moved.iter().map(|(_, d)| d[i]).collect::<Vec<Decimal>>();
     let encode = |r: Result<(), sqlx::error::BoxDynError>| r.map_err(|e| LedgerError::Db(sqlx::Error::Encode(e)));
-    encode(args.add(&t.tenants))?;
-    encode(args.add(&t.ids))?;
-    encode(args.add(&t.kinds))?;
-    encode(args.add(&t.descs))?;
-    encode(args.add(&t.refs))?;
-    encode(args.add(&t.actors))?;
-    encode(args.add(&t.corrects))?;
-    encode(args.add(&t.keys))?;
-    encode(args.add(&t.totals))?;
-    encode(args.add(&t.at))?;
-    encode(args.add(&e.tenants))?;
-    encode(args.add(&e.txns))?;
-    encode(args.add(&e.lines))?;
-    encode(args.add(&e.accounts))?;
-    encode(args.add(&e.amounts))?;
-    encode(args.add(&e.lots))?;
-    encode(args.add(&tenants))?;
-    encode(args.add(col(0)))?;
-    encode(args.add(col(1)))?;
-    encode(args.add(col(2)))?;
-    for r in riders {
+    encode(args.add(moved.iter().map(|(t, _)| *t).collect::<Vec<Uuid>>()))?;
+    for i in 0..3 {
+        encode(args.add(col(i)))?;
+    }
+    for r in std::iter::once(txns).chain(riders).chain(std::iter::once(entries)) {
         encode(r.bind(&mut args))?;
     }
     sqlx::query_with(&sql, args).execute(conn).await.map_err(overdraw)?;
     Ok(())
 }
 
-/// Column arrays of `ledger_transactions` for one UNNEST insert.
-#[derive(Default)]
-struct TxnColumns<'a> {
-    tenants: Vec<Uuid>,
-    ids: Vec<Uuid>,
-    kinds: Vec<&'static str>,
-    descs: Vec<Option<&'a str>>,
-    refs: Vec<sqlx::types::Json<&'a serde_json::Value>>,
-    actors: Vec<Option<&'a str>>,
-    corrects: Vec<Option<Uuid>>,
-    keys: Vec<Option<Uuid>>,
-    totals: Vec<Decimal>,
-    at: Vec<chrono::DateTime<chrono::Utc>>,
+/// The rows of `ledger_transactions` for every draft, with its total after.
+fn txn_rows<'a>(all: &[Written<'a>]) -> Rows<'a> {
+    let txns: Vec<(Uuid, &'a Draft, &'a Posted)> = all
+        .iter()
+        .flat_map(|(t, drafts, posted)| drafts.iter().zip(posted.iter()).map(move |(d, p)| (*t, d, p)))
+        .collect();
+    Rows::new(
+        "INSERT INTO ledger_transactions \
+           (tenant_id, id, kind, description, reference, actor, corrects, api_key_id, total_after, created_at)",
+        txns.len(),
+    )
+    .column("uuid", txns.iter().map(|(t, _, _)| *t).collect())
+    .column("uuid", txns.iter().map(|(_, d, _)| d.id).collect())
+    .column("text", txns.iter().map(|(_, d, _)| d.kind.as_str()).collect())
+    .column("text", txns.iter().map(|(_, d, _)| d.description.as_deref()).collect())
+    .column("jsonb", txns.iter().map(|(_, d, _)| Json(&d.reference)).collect())
+    .column("text", txns.iter().map(|(_, d, _)| d.actor.as_deref()).collect())
+    .column("uuid", txns.iter().map(|(_, d, _)| d.corrects).collect())
+    .column("uuid", txns.iter().map(|(_, d, _)| d.api_key_id).collect())
+    .column("numeric", txns.iter().map(|(_, _, p)| p.after.total.as_decimal()).collect())
+    .column("timestamptz", txns.iter().map(|(_, d, _)| d.created_at).collect())
 }
 
-impl<'a> TxnColumns<'a> {
-    fn new(all: &[Written<'a>]) -> Self {
-        let mut c = TxnColumns::default();
-        for (d, p, tenant) in
-            all.iter().flat_map(|(t, drafts, posted)| drafts.iter().zip(posted.iter()).map(|(d, p)| (d, p, *t)))
-        {
-            c.tenants.push(tenant);
-            c.ids.push(d.id);
-            c.kinds.push(d.kind.as_str());
-            c.descs.push(d.description.as_deref());
-            c.refs.push(sqlx::types::Json(&d.reference));
-            c.actors.push(d.actor.as_deref());
-            c.corrects.push(d.corrects);
-            c.keys.push(d.api_key_id);
-            c.totals.push(p.after.total.as_decimal());
-            c.at.push(d.created_at);
-        }
-        c
-    }
-}
-
-/// Column arrays of `ledger_entries` for one UNNEST insert.
-#[derive(Default)]
-struct EntryColumns {
-    tenants: Vec<Uuid>,
-    txns: Vec<Uuid>,
-    lines: Vec<i16>,
-    accounts: Vec<&'static str>,
-    amounts: Vec<Decimal>,
-    lots: Vec<Option<Uuid>>,
-}
-
-impl EntryColumns {
-    fn new(all: &[Written<'_>]) -> Self {
-        let mut c = EntryColumns::default();
-        for (tenant, d) in all.iter().flat_map(|(t, drafts, _)| drafts.iter().map(|d| (*t, d))) {
-            for (i, e) in d.entries.iter().enumerate() {
-                c.tenants.push(tenant);
-                c.txns.push(d.id);
-                c.lines.push(i as i16);
-                c.accounts.push(e.account.as_str());
-                c.amounts.push(e.amount.as_decimal());
-                c.lots.push(e.lot);
-            }
-        }
-        c
-    }
+/// The rows of `ledger_entries` for every draft, numbered by line within it.
+fn entry_rows<'a>(all: &[Written<'a>]) -> Rows<'a> {
+    let entries: Vec<(Uuid, &'a Draft, i16, &'a Entry)> = all
+        .iter()
+        .flat_map(|(t, drafts, _)| drafts.iter().map(move |d| (*t, d)))
+        .flat_map(|(t, d)| d.entries.iter().enumerate().map(move |(i, e)| (t, d, i as i16, e)))
+        .collect();
+    Rows::new("INSERT INTO ledger_entries (tenant_id, transaction_id, line, account, amount, lot_id)", entries.len())
+        .column("uuid", entries.iter().map(|(t, _, _, _)| *t).collect())
+        .column("uuid", entries.iter().map(|(_, d, _, _)| d.id).collect())
+        .column("int2", entries.iter().map(|(_, _, line, _)| *line).collect())
+        .column("text", entries.iter().map(|(_, _, _, e)| e.account.as_str()).collect())
+        .column("numeric", entries.iter().map(|(_, _, _, e)| e.amount.as_decimal()).collect())
+        .column("uuid", entries.iter().map(|(_, _, _, e)| e.lot).collect())
 }
